@@ -1,0 +1,25 @@
+"""Test set-up: split the CPU into two logical devices before TensorFlow starts.
+
+Distribution tests run `MirroredStrategy` over these two devices; everything
+else sees the first one, as on a normal machine.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+NUM_LOGICAL_CPUS = 2
+
+
+def _split_cpu() -> None:
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
+    except RuntimeError:
+        pass  # TensorFlow already initialised: keep what it has.
+
+
+_split_cpu()

@@ -1,0 +1,69 @@
+"""Checkpoints that hold everything needed to resume a run.
+
+Wraps `tf.train.CheckpointManager`: saves keep the last few, a restore either
+matches every saved object or fails with a message that says why.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoint in `model_dir` was written by a different model or set-up."""
+
+
+class RunCheckpoint:
+    """Saves and restores a run's trackable objects under `<directory>`.
+
+    Args:
+      directory: Where checkpoints go (created on first save).
+      max_to_keep: How many recent checkpoints to keep.
+      **objects: Trackables to save (model, optimizer, rule, counters, ...).
+    """
+
+    def __init__(self, directory: str, *, max_to_keep: int = 3, **objects):
+        self.directory = directory
+        self.checkpoint = tf.train.Checkpoint(**{k: v for k, v in objects.items() if v is not None})
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+
+    @property
+    def latest(self) -> Optional[str]:
+        return self.manager.latest_checkpoint
+
+    def restore_latest(self) -> Optional[str]:
+        """Restores the latest checkpoint, if any; returns its path.
+
+        Raises:
+          IncompatibleCheckpointError: when the checkpoint's variables do not
+            match this run's (different classes, architecture or optimizer).
+        """
+        path = self.latest
+        if path is None:
+            return None
+        try:
+            status = self.checkpoint.restore(path)
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError,
+                tf.errors.NotFoundError) as error:
+            raise IncompatibleCheckpointError(
+                f"The checkpoint {path} does not match this model: {str(error).splitlines()[0]} "
+                f"Use a new --model_dir, or the same model, classes and optimizer as the run "
+                f"that wrote it.") from error
+        return path
+
+    def save(self, checkpoint_number: Optional[int] = None) -> str:
+        """Writes a checkpoint; the previous ones stay loadable if this fails.
+
+        Raises:
+          OSError: with the directory named, when it cannot be written.
+        """
+        try:
+            return self.manager.save(checkpoint_number=checkpoint_number)
+        except (tf.errors.OpError, OSError) as error:
+            raise OSError(
+                f"Could not write a checkpoint under {os.path.abspath(self.directory)}: "
+                f"{getattr(error, 'message', str(error))}") from error

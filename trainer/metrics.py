@@ -1,0 +1,144 @@
+"""Streaming per-class metrics: a confusion matrix summed across replicas.
+
+Recall, precision, F1, balanced accuracy and macro-F1 are derived from the
+matrix on the host, so the compiled step only pays for one `bincount`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class ConfusionMatrix(keras.metrics.Metric):
+    """Streams a `[num_classes, num_classes]` confusion matrix (rows: true class).
+
+    Predictions are the argmax of `y_pred` when it has a class axis, or class
+    indices otherwise. The counts live in an ON_READ variable with SUM
+    aggregation, so under any `tf.distribute` strategy each replica counts its
+    own examples and reading the metric sums them. Counts are int32 (exact up
+    to 2^31 - 1 examples per cell). Works in plain `model.fit` too (its
+    `result()` is the matrix; use `per_class_metrics` to derive the rest).
+
+    Args:
+      num_classes: Number of classes.
+      name: Metric name.
+    """
+
+    def __init__(self, num_classes: int, name: str = "confusion_matrix", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}.")
+        self.num_classes = int(num_classes)
+        self.matrix = self.add_variable(
+            shape=(self.num_classes, self.num_classes), initializer="zeros", dtype="int32",
+            name="matrix")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
+        y_pred = tf.convert_to_tensor(y_pred)
+        if y_pred.shape.rank is not None and y_pred.shape.rank >= 2 and y_pred.shape[-1] != 1:
+            predictions = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
+        else:
+            predictions = tf.cast(y_pred, tf.int32)
+        predictions = tf.reshape(predictions, [-1])
+        k = self.num_classes
+        cells = labels * k + predictions
+        counts = tf.math.bincount(cells, minlength=k * k, maxlength=k * k, dtype=tf.int32)
+        self.matrix.assign_add(tf.reshape(counts, [k, k]))
+
+    def result(self):
+        return tf.convert_to_tensor(self.matrix)
+
+    def reset_state(self):
+        self.matrix.assign(tf.zeros_like(self.matrix))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
+
+
+def per_class_metrics(confusion_matrix: np.ndarray) -> Dict[str, object]:
+    """Derives per-class and summary metrics from a confusion matrix.
+
+    Conventions: a class with no support has NaN recall and F1 and is left
+    out of balanced accuracy, macro-F1 and the minimum recall. A class that is
+    never predicted has NaN precision; its F1 is 0 when it has support (the
+    class is missed entirely).
+
+    Args:
+      confusion_matrix: `[K, K]` counts, rows true class, columns predicted.
+
+    Returns:
+      A dict with `recall`, `precision`, `f1`, `support` (arrays of length K)
+      and the floats `accuracy`, `balanced_accuracy`, `macro_f1`, `min_recall`
+      (NaN when nothing was counted).
+    """
+    matrix = np.asarray(confusion_matrix, dtype=np.float64)
+    true_positives = np.diag(matrix)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    recall = _safe_divide(true_positives, support)
+    precision = _safe_divide(true_positives, predicted)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(
+            support > 0,
+            np.where(true_positives > 0,
+                     2 * true_positives / np.maximum(support + predicted, 1), 0.0),
+            np.nan)
+    has_support = support > 0
+    total = matrix.sum()
+
+    def mean_over_supported(values: np.ndarray) -> float:
+        return float(np.mean(values[has_support])) if has_support.any() else float("nan")
+
+    return {
+        "recall": recall,
+        "precision": precision,
+        "f1": f1,
+        "support": support.astype(np.int64),
+        "accuracy": float(true_positives.sum() / total) if total > 0 else float("nan"),
+        "balanced_accuracy": mean_over_supported(recall),
+        "macro_f1": mean_over_supported(f1),
+        "min_recall": float(np.min(recall[has_support])) if has_support.any() else float("nan"),
+    }
+
+
+def flatten_metrics(metrics: Dict[str, object], prefix: str = "") -> Dict[str, float]:
+    """Turns `per_class_metrics` output into scalar logs with stable names.
+
+    Per-class arrays become `recall/<k>`, `precision/<k>`, `f1/<k>`; summary
+    values keep their names. `prefix` (e.g. "val_") is put in front of each.
+    """
+    logs: Dict[str, float] = {}
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "min_recall"):
+        if key in metrics:
+            logs[prefix + key] = float(metrics[key])
+    for key in ("recall", "precision", "f1"):
+        for class_id, value in enumerate(np.asarray(metrics[key])):
+            logs[f"{prefix}{key}/{class_id}"] = float(value)
+    return logs
+
+
+def format_per_class_table(metrics: Dict[str, object],
+                           class_names: Optional[list] = None) -> str:
+    """Renders support, recall, precision and F1 per class as a text table."""
+    support = np.asarray(metrics["support"])
+    names = list(class_names) if class_names else [str(k) for k in range(len(support))]
+    width = max(5, max(len(n) for n in names))
+    lines = [f"{'class':<{width}}  {'support':>8}  {'recall':>7}  {'precision':>9}  {'f1':>7}"]
+    for k, name in enumerate(names):
+        lines.append(
+            f"{name:<{width}}  {int(support[k]):>8d}  {metrics['recall'][k]:>7.4f}  "
+            f"{metrics['precision'][k]:>9.4f}  {metrics['f1'][k]:>7.4f}")
+    lines.append(
+        f"accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}  "
+        f"macro-F1 {metrics['macro_f1']:.4f}  min recall {metrics['min_recall']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Small built-in models for the CLI: an MLP for feature vectors, a CNN for images.
+
+Both end in a linear layer that returns logits, and may start with a Keras
+`Normalization` layer holding training-split statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+
+MODEL_NAMES = ("mlp", "cnn")
+
+
+def pick_model_name(input_shape: Sequence[int]) -> str:
+    """`cnn` for inputs of rank 2 or 3 (images), `mlp` for flat feature vectors."""
+    return "cnn" if len(input_shape) in (2, 3) else "mlp"
+
+
+def _normalization(mean: Optional[np.ndarray], variance: Optional[np.ndarray]):
+    if mean is None or variance is None:
+        return []
+    return [keras.layers.Normalization(mean=np.asarray(mean, np.float32),
+                                       variance=np.asarray(variance, np.float32),
+                                       name="normalization")]
+
+
+def build_mlp(input_shape: Sequence[int], num_classes: int, *, hidden_units: Sequence[int] = (256, 256),
+              dropout: float = 0.0, feature_mean: Optional[np.ndarray] = None,
+              feature_variance: Optional[np.ndarray] = None) -> keras.Model:
+    """A ReLU MLP returning logits."""
+    layers = [keras.Input(shape=tuple(input_shape), name="features")]
+    layers += _normalization(feature_mean, feature_variance)
+    if len(input_shape) > 1:
+        layers.append(keras.layers.Flatten())
+    for width in hidden_units:
+        layers.append(keras.layers.Dense(width, activation="relu"))
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(num_classes, name="logits"))
+    return keras.Sequential(layers, name="mlp")
+
+
+def build_cnn(input_shape: Sequence[int], num_classes: int, *, feature_mean: Optional[np.ndarray] = None,
+              feature_variance: Optional[np.ndarray] = None) -> keras.Model:
+    """conv32-pool-conv64-pool-dense128, the small CNN of the benchmarks."""
+    shape = tuple(input_shape)
+    layers = [keras.Input(shape=shape, name="features")]
+    if len(shape) == 2:
+        layers.append(keras.layers.Reshape(shape + (1,)))
+    layers += _normalization(feature_mean, feature_variance)
+    layers += [
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(num_classes, name="logits"),
+    ]
+    return keras.Sequential(layers, name="cnn")
+
+
+def build_model(name: Optional[str], input_shape: Sequence[int], num_classes: int, **kwargs) -> keras.Model:
+    """Builds the model called `name` (picked from the input rank when None).
+
+    Raises:
+      ValueError: naming `--model` when the name is unknown.
+    """
+    name = name or pick_model_name(input_shape)
+    if name == "mlp":
+        return build_mlp(input_shape, num_classes, **kwargs)
+    if name == "cnn":
+        if len(input_shape) not in (2, 3):
+            raise ValueError(
+                f"--model=cnn needs image inputs of shape (height, width[, channels]); "
+                f"the data has per-example shape {tuple(input_shape)}.")
+        return build_cnn(input_shape, num_classes, **kwargs)
+    raise ValueError(f"--model={name!r} is not known; choose one of {', '.join(MODEL_NAMES)}.")

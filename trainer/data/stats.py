@@ -1,0 +1,183 @@
+"""One-pass statistics of a stream of batches: per-class counts, split ranks, mean and variance.
+
+Also the JSON cache of those statistics, keyed by each file's path, mtime and size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import splits
+
+
+class Moments:
+    """Running mean and population variance over all axes but the last (Chan et al. merge)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Optional[np.ndarray] = None
+        self.m2: Optional[np.ndarray] = None
+
+    def add(self, x: np.ndarray) -> None:
+        """Adds a batch of examples [B, ..., C]."""
+        if x.size == 0:
+            return
+        flat = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
+        n = flat.shape[0]
+        mean = flat.mean(axis=0)
+        m2 = ((flat - mean) ** 2).sum(axis=0)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
+        self.count = total
+
+    def result(self) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """Returns (mean, variance) as float32 arrays [C], or (None, None) if empty."""
+        if self.count == 0:
+            return None, None
+        return self.mean.astype(np.float32), (self.m2 / self.count).astype(np.float32)
+
+
+def first_nonfinite(x: np.ndarray) -> Optional[Tuple[int, int]]:
+    """Returns (example index, flat feature index) of the first NaN/Inf in [B, ...], or None."""
+    flat = x.reshape(x.shape[0], -1)
+    bad = ~np.isfinite(flat)
+    if not bad.any():
+        return None
+    row = int(np.argmax(bad.any(axis=1)))
+    return row, int(np.argmax(bad[row]))
+
+
+class SplitCounter:
+    """Counts examples per class key in stream order and decides the streamed split.
+
+    Keys are canonical class names (str). With `validation_split` None nothing is
+    held out. Moments are accumulated over training-side examples.
+    """
+
+    def __init__(self, validation_split: Optional[float], seed: int,
+                 moments: bool = True) -> None:
+        self.validation_split = validation_split
+        self.seed = seed
+        self.seen: Dict[str, int] = {}
+        self.held: Dict[str, int] = {}
+        self._offsets: Dict[str, float] = {}
+        self.moments = Moments() if moments else None
+
+    def add(self, x: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+        """Adds a batch in stream order; returns its held-out mask (bool [B])."""
+        keys = np.asarray(keys, dtype=object)
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        sorted_inv = inverse[order]
+        first = np.searchsorted(sorted_inv, sorted_inv, side="left")
+        ranks = np.empty(len(keys), dtype=np.int64)
+        ranks[order] = np.arange(len(keys)) - first
+        base = np.array([self.seen.get(k, 0) for k in uniq], dtype=np.int64)
+        ranks += base[inverse]
+        per_key = np.bincount(inverse, minlength=len(uniq))
+        for k, n in zip(uniq, per_key):
+            self.seen[k] = self.seen.get(k, 0) + int(n)
+        if self.validation_split is None:
+            mask = np.zeros(len(keys), dtype=bool)
+        else:
+            for k in uniq:
+                if k not in self._offsets:
+                    self._offsets[k] = float(splits.class_offsets(
+                        [k], self.seed, self.validation_split)[0])
+            offsets = np.array([self._offsets[k] for k in uniq])[inverse]
+            mask = splits.streamed_held_out_mask(ranks, offsets, self.validation_split)
+            held_per_key = np.bincount(inverse[mask], minlength=len(uniq))
+            for k, n in zip(uniq, held_per_key):
+                self.held[k] = self.held.get(k, 0) + int(n)
+        if self.moments is not None:
+            self.moments.add(x[~mask])
+        return mask
+
+
+@dataclasses.dataclass
+class StreamSummary:
+    """What one statistics pass over a streamed source found (JSON-serialisable).
+
+    Attributes:
+      class_names: Names indexed by class.
+      label_mode: 'int' (labels are class indices) or 'string' (mapped by name).
+      input_shape: Per-example feature shape.
+      train_counts: Per-class counts of the training side.
+      held_counts: Per-class counts of the held-out side (all zero without a split).
+      mean: Training-side feature mean (list) or None.
+      variance: Training-side feature variance (list) or None.
+    """
+
+    class_names: List[str]
+    label_mode: str
+    input_shape: Tuple[int, ...]
+    train_counts: List[int]
+    held_counts: List[int]
+    mean: Optional[List[float]]
+    variance: Optional[List[float]]
+
+    def to_json(self) -> Dict[str, Any]:
+        """Returns a JSON-compatible dict."""
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "StreamSummary":
+        """Inverse of `to_json`."""
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+
+def file_signature(paths: Sequence[str]) -> List[List[Any]]:
+    """[[absolute path, mtime_ns, size], ...] for a cache key."""
+    sig = []
+    for p in paths:
+        st = os.stat(p)
+        sig.append([os.path.abspath(p), st.st_mtime_ns, st.st_size])
+    return sig
+
+
+def _cache_path(cache_dir: str, key: Dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:20]
+    return os.path.join(cache_dir, f"data_stats_{digest}.json")
+
+
+def load_cached(cache_dir: Optional[str], key: Dict[str, Any]) -> Optional[StreamSummary]:
+    """Returns the cached summary for `key`, or None (no cache dir, miss, or unreadable)."""
+    if not cache_dir:
+        return None
+    path = _cache_path(cache_dir, key)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            entry = json.load(f)
+        if entry.get("key") != json.loads(json.dumps(key)):
+            return None
+        return StreamSummary.from_json(entry["summary"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store_cached(cache_dir: Optional[str], key: Dict[str, Any], summary: StreamSummary) -> None:
+    """Writes the summary for `key` as JSON under `cache_dir` (atomically); no-op without one."""
+    if not cache_dir:
+        return
+    os.makedirs(cache_dir, exist_ok=True)
+    path = _cache_path(cache_dir, key)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"key": key, "summary": summary.to_json()}, f, indent=1)
+    os.replace(tmp, path)

@@ -1,0 +1,153 @@
+"""Command line: train a classifier on imbalanced data and report per-class metrics.
+
+Run `python -m trainer.main --helpfull` for every flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from absl import app, logging
+
+from trainer.flags import FLAGS  # noqa: F401  (defines the flags)
+
+
+class UsageError(ValueError):
+    """A flag value or input the run cannot use; printed without a traceback."""
+
+
+def _parse_class_weights(values: Optional[List[str]]) -> Optional[List[float]]:
+    if values is None:
+        return None
+    try:
+        return [float(v) for v in values]
+    except ValueError as error:
+        raise UsageError(f"--class_weights must be comma-separated numbers, got {','.join(values)!r}.") from error
+
+
+def _check_flag_combinations() -> None:
+    if FLAGS.reweighting == "manual" and not FLAGS.class_weights:
+        raise UsageError("--reweighting=manual needs --class_weights (one weight per class).")
+    if FLAGS.class_weights and FLAGS.reweighting != "manual":
+        raise UsageError(f"--class_weights is only used with --reweighting=manual "
+                         f"(got --reweighting={FLAGS.reweighting}).")
+    if FLAGS.reweighting == "target_class" and FLAGS.target_class is None:
+        raise UsageError("--reweighting=target_class needs --target_class.")
+    for name in ("epochs", "batch_size", "steps_per_loop", "num_cpu_devices"):
+        if getattr(FLAGS, name) < 1:
+            raise UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}.")
+    if not FLAGS.learning_rate > 0:
+        raise UsageError(f"--learning_rate must be positive, got {FLAGS.learning_rate}.")
+    if FLAGS.strategy == "mirrored" and FLAGS.num_cpu_devices == 1:
+        logging.info("--strategy=mirrored on the visible devices (use --num_cpu_devices to split a CPU).")
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
+    """Writes JSON to `path` through a temporary file and a rename."""
+    temporary = path + ".tmp"
+    with open(temporary, "w") as stream:
+        json.dump(_jsonable(payload), stream, indent=2, allow_nan=False)
+    os.replace(temporary, path)
+
+
+def run() -> Dict[str, Any]:
+    """Trains and evaluates as the flags say; returns the final metrics."""
+    import keras
+    import tensorflow as tf
+
+    from losses.registry import make_loss, make_rule
+    from trainer import data as data_lib
+    from trainer.metrics import format_per_class_table
+    from trainer.models import build_model
+    from trainer.strategies import is_chief, make_strategy, split_cpu_into_logical_devices
+    from trainer.trainer import Trainer
+
+    _check_flag_combinations()
+    class_weights = _parse_class_weights(FLAGS.class_weights)
+    split_cpu_into_logical_devices(FLAGS.num_cpu_devices)
+    strategy = make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+
+    bundle = data_lib.load_data(
+        FLAGS.dataset, eval_dataset=FLAGS.eval_dataset, validation_split=FLAGS.validation_split,
+        label_column=FLAGS.label_column, feature_key=FLAGS.feature_key, label_key=FLAGS.label_key,
+        imbalance_ratio=FLAGS.imbalance_ratio, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
+        num_classes=FLAGS.num_classes, cache_dir=FLAGS.model_dir)
+    logging.info("Data: %s", bundle.description)
+    num_classes = bundle.num_classes
+    if FLAGS.target_class is not None and not 0 <= FLAGS.target_class < num_classes:
+        raise UsageError(f"--target_class={FLAGS.target_class} does not exist: the data has "
+                         f"{num_classes} classes (0..{num_classes - 1}).")
+    class_counts = bundle.train.class_counts
+
+    loss = make_loss(FLAGS.loss, class_counts=class_counts, gamma=FLAGS.gamma, tau=FLAGS.tau)
+    rule = make_rule(
+        FLAGS.reweighting, num_classes=num_classes, class_counts=class_counts,
+        class_weights=class_weights, beta=FLAGS.beta, target_class=FLAGS.target_class,
+        target_weight=FLAGS.target_weight, drw_start_epoch=FLAGS.drw_start_epoch,
+        drw_rule=FLAGS.drw_rule)
+
+    def model_factory() -> keras.Model:
+        return build_model(FLAGS.model, bundle.train.input_shape, num_classes,
+                           feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance)
+
+    trainer = Trainer(
+        model=model_factory,
+        optimizer=lambda: keras.optimizers.Adam(FLAGS.learning_rate),
+        loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
+        steps_per_loop=FLAGS.steps_per_loop, model_dir=FLAGS.model_dir, seed=FLAGS.seed)
+    train_data = bundle.train.dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
+    eval_data = bundle.eval.dataset(FLAGS.batch_size, shuffle=False, seed=FLAGS.seed)
+    trainer.fit(train_data, epochs=FLAGS.epochs, validation_data=eval_data)
+
+    result = trainer.evaluate(eval_data)
+    metrics = {
+        "accuracy": result["accuracy"], "balanced_accuracy": result["balanced_accuracy"],
+        "macro_f1": result["macro_f1"], "min_recall": result["min_recall"],
+        "recall": result["recall"], "precision": result["precision"], "f1": result["f1"],
+        "support": result["support"], "confusion_matrix": result["confusion_matrix"],
+        "class_names": list(bundle.class_names),
+        "epoch": int(trainer.epoch.numpy()), "step": int(trainer.global_step.numpy()),
+        "flags": {flag.name: flag.value for flag in FLAGS.get_key_flags_for_module("trainer.flags")},
+    }
+    if is_chief(strategy):
+        os.makedirs(FLAGS.model_dir, exist_ok=True)
+        write_json_atomically(os.path.join(FLAGS.model_dir, "metrics.json"), metrics)
+        print(format_per_class_table(result, bundle.class_names))
+        print(f"Wrote {os.path.join(FLAGS.model_dir, 'metrics.json')}; "
+              f"TensorBoard: tensorboard --logdir {FLAGS.model_dir}")
+    tf.get_logger().info("Done.")
+    return metrics
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run()
+    except (ValueError, OSError) as error:
+        # Bad flags or data: the message names the problem; a traceback would bury it.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -10,7 +10,7 @@ from trainer.strategies import STRATEGY_NAMES
 
 LOSS_NAMES = ("cross_entropy", "focal", "sigmoid_focal", "logit_adjusted", "balanced_softmax", "ldam")
 REWEIGHTING_NAMES = ("none", "manual", "inverse_frequency", "effective_number", "target_class",
-                     "drw", "eqlv2")
+                     "drw", "eqlv2", "recall_target")
 
 # Data.
 flags.DEFINE_string(
@@ -57,6 +57,31 @@ flags.DEFINE_integer("drw_start_epoch", 5, "First epoch of the deferred rule (--
 flags.DEFINE_enum("drw_rule", "effective_number", ["inverse_frequency", "effective_number"],
                   "Rule that --reweighting=drw switches on.")
 
+# Recall-driven training (callbacks/cli.py says which data each part sees).
+flags.DEFINE_float("target_recall", None,
+                   "Recall --target_class must reach: drives --reweighting=recall_target and the "
+                   "calibrated operating point.")
+flags.DEFINE_enum("recall_target_mode", "target_class", ["target_class", "worst_class"],
+                  "--reweighting=recall_target: move class weights until --target_class reaches "
+                  "--target_recall, or raise the worst class's recall.")
+flags.DEFINE_string("monitor", None,
+                    "Metric the recall callbacks follow, without the val_ prefix: recall/<k>, "
+                    "min_recall, balanced_accuracy, macro_f1... Default: recall/<target_class>, "
+                    "else min_recall. With a callback on, per-epoch validation uses the held-out "
+                    "split of the training data.")
+flags.DEFINE_integer("early_stopping_patience", None,
+                     "Stop after this many evaluations without improvement of --monitor and "
+                     "restore the best weights (off by default).")
+flags.DEFINE_float("stop_at_recall", None, "Stop as soon as --monitor reaches this value.")
+flags.DEFINE_integer("reduce_lr_patience", None,
+                     "Multiply the learning rate by --reduce_lr_factor after this many "
+                     "evaluations without improvement of --monitor (off by default).")
+flags.DEFINE_float("reduce_lr_factor", 0.5, "Learning-rate factor of --reduce_lr_patience.")
+flags.DEFINE_bool("calibrate", None,
+                  "After training, choose on the held-out split the logit offset or threshold "
+                  "that reaches --target_recall with the best precision; save it as "
+                  "operating_point.json (on by default when --target_recall is given).")
+
 # Distribution and output.
 flags.DEFINE_enum("strategy", "default", list(STRATEGY_NAMES), "tf.distribute strategy.")
 flags.DEFINE_integer("num_cpu_devices", 1,
@@ -66,4 +91,19 @@ flags.DEFINE_string("model_dir", "./runs/default",
                     "Run directory: checkpoints, TensorBoard events, metrics.json. "
                     "A run started again on the same directory resumes.")
 
+# Faults and reproducibility (trainer/fault_tolerance.py, docs/DISTRIBUTED.md).
+flags.DEFINE_bool("deterministic", False,
+                  "Seed everything with --seed and turn on TensorFlow's op determinism: the same "
+                  "command gives the same weights, and a run resumed after a crash finishes like "
+                  "an uninterrupted one.")
+flags.DEFINE_bool("skip_nonfinite_steps", False,
+                  "Skip (and count) steps whose loss or gradients are NaN or Inf instead of "
+                  "stopping with an error (exit status 3).")
+
+flags.DEFINE_string("export_dir", None,
+                    "Where the SavedModel goes (default <model_dir>/export); 'none' skips the export.")
+
 FLAGS = flags.FLAGS
+# absl's --verbosity: 1 (default here) shows a progress line per loop, 0 is silent
+# but for the final table and errors, 2 adds debug logs.
+FLAGS.set_default("verbosity", 1)

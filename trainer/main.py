@@ -36,11 +36,15 @@ def _check_flag_combinations() -> None:
                          f"(got --reweighting={FLAGS.reweighting}).")
     if FLAGS.reweighting == "target_class" and FLAGS.target_class is None:
         raise UsageError("--reweighting=target_class needs --target_class.")
+    from callbacks import cli as recall_cli
+    recall_cli.check_flags(FLAGS)
     for name in ("epochs", "batch_size", "steps_per_loop", "num_cpu_devices"):
         if getattr(FLAGS, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}.")
     if not FLAGS.learning_rate > 0:
         raise UsageError(f"--learning_rate must be positive, got {FLAGS.learning_rate}.")
+    if FLAGS.tpu is not None and FLAGS.strategy != "tpu":
+        raise UsageError(f"--tpu={FLAGS.tpu} is only used with --strategy=tpu (got --strategy={FLAGS.strategy}).")
     if FLAGS.strategy == "mirrored" and FLAGS.num_cpu_devices == 1:
         logging.info("--strategy=mirrored on the visible devices (use --num_cpu_devices to split a CPU).")
 
@@ -76,14 +80,21 @@ def run() -> Dict[str, Any]:
     from losses.registry import make_loss, make_rule
     from trainer import data as data_lib
     from trainer.metrics import format_per_class_table
+    from trainer.export import export_saved_model
     from trainer.models import build_model
+    from trainer.progress import ProgressLogger
     from trainer.strategies import is_chief, make_strategy, split_cpu_into_logical_devices
+    from trainer.determinism import enable_determinism
+    from trainer.distributed import check_model_dir_writable
     from trainer.trainer import Trainer
 
     _check_flag_combinations()
     class_weights = _parse_class_weights(FLAGS.class_weights)
     split_cpu_into_logical_devices(FLAGS.num_cpu_devices)
     strategy = make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+    check_model_dir_writable(FLAGS.model_dir)
+    if FLAGS.deterministic:
+        enable_determinism(FLAGS.seed)
 
     bundle = data_lib.load_data(
         FLAGS.dataset, eval_dataset=FLAGS.eval_dataset, validation_split=FLAGS.validation_split,
@@ -98,7 +109,9 @@ def run() -> Dict[str, Any]:
     class_counts = bundle.train.class_counts
 
     loss = make_loss(FLAGS.loss, class_counts=class_counts, gamma=FLAGS.gamma, tau=FLAGS.tau)
-    rule = make_rule(
+    from callbacks import cli as recall_cli
+    rule = recall_cli.make_recall_target(FLAGS, class_counts) \
+        if FLAGS.reweighting == "recall_target" else make_rule(
         FLAGS.reweighting, num_classes=num_classes, class_counts=class_counts,
         class_weights=class_weights, beta=FLAGS.beta, target_class=FLAGS.target_class,
         target_weight=FLAGS.target_weight, drw_start_epoch=FLAGS.drw_start_epoch,
@@ -108,14 +121,18 @@ def run() -> Dict[str, Any]:
         return build_model(FLAGS.model, bundle.train.input_shape, num_classes,
                            feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance)
 
+    eval_data = bundle.eval.dataset(FLAGS.batch_size, shuffle=False, seed=FLAGS.seed)
+    recall = recall_cli.RecallSetup.from_flags(FLAGS, bundle, rule, eval_data, chief=is_chief(strategy))
+    progress = ProgressLogger(FLAGS.batch_size, bundle.train.num_examples // FLAGS.batch_size or None,
+                              verbosity=FLAGS.verbosity)
     trainer = Trainer(
-        model=model_factory,
+        model=model_factory, callbacks=[progress, *recall.callbacks],
         optimizer=lambda: keras.optimizers.Adam(FLAGS.learning_rate),
         loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
-        steps_per_loop=FLAGS.steps_per_loop, model_dir=FLAGS.model_dir, seed=FLAGS.seed)
+        steps_per_loop=FLAGS.steps_per_loop, model_dir=FLAGS.model_dir, seed=FLAGS.seed,
+        skip_nonfinite_steps=FLAGS.skip_nonfinite_steps)
     train_data = bundle.train.dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
-    eval_data = bundle.eval.dataset(FLAGS.batch_size, shuffle=False, seed=FLAGS.seed)
-    trainer.fit(train_data, epochs=FLAGS.epochs, validation_data=eval_data)
+    trainer.fit(train_data, epochs=FLAGS.epochs, validation_data=recall.validation_data)
 
     result = trainer.evaluate(eval_data)
     metrics = {
@@ -127,9 +144,19 @@ def run() -> Dict[str, Any]:
         "epoch": int(trainer.epoch.numpy()), "step": int(trainer.global_step.numpy()),
         "flags": {flag.name: flag.value for flag in FLAGS.get_key_flags_for_module("trainer.flags")},
     }
+    if recall.calibrate:
+        metrics["operating_point"] = recall.calibrate_and_report(trainer, FLAGS, eval_data)
     if is_chief(strategy):
         os.makedirs(FLAGS.model_dir, exist_ok=True)
         write_json_atomically(os.path.join(FLAGS.model_dir, "metrics.json"), metrics)
+        export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
+        if export_dir.lower() != "none":
+            point = trainer.operating_point
+            export_saved_model(trainer.model, export_dir, input_shape=bundle.train.input_shape,
+                               class_names=bundle.class_names,
+                               decide=None if point is None else point.decide_tensor,
+                               metadata={"num_classes": num_classes, "dataset": FLAGS.dataset})
+            logging.info("Exported the serving model to %s", export_dir)
         print(format_per_class_table(result, bundle.class_names))
         print(f"Wrote {os.path.join(FLAGS.model_dir, 'metrics.json')}; "
               f"TensorBoard: tensorboard --logdir {FLAGS.model_dir}")
@@ -140,12 +167,19 @@ def run() -> Dict[str, Any]:
 def main(argv: List[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.verbosity <= 0:
+        logging.set_verbosity(logging.WARNING)
+    from trainer.fault_tolerance import exit_status_for
     try:
         run()
-    except (ValueError, OSError) as error:
-        # Bad flags or data: the message names the problem; a traceback would bury it.
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # noqa: BLE001 - mapped to a message and a status, or re-raised.
+        # Bad flags or data, a failed write, NaN, SIGTERM: the message names the
+        # problem; a traceback would bury it. Anything else is a bug: re-raised.
+        status, message = exit_status_for(error)
+        if status is None:
+            raise
+        print(message, file=sys.stderr)
+        return status
     return 0
 
 

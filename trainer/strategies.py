@@ -64,6 +64,8 @@ def make_strategy(name: str, *, tpu: Optional[str] = None) -> tf.distribute.Stra
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=_devices_for_mirrored())
     if name == "multi_worker":
+        from trainer.distributed import validate_tf_config
+        validate_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(

@@ -15,7 +15,11 @@ import tensorflow as tf
 
 from losses.rules import ReweightingRule, TrainingContext
 from trainer.checkpointing import RunCheckpoint
+from trainer.distributed import global_batch_size, shard_by_data, worker_directory
+from trainer.fault_tolerance import FaultTolerance, TrainMetricsState, fault_tolerant_fit
+from trainer.nonfinite import NonFiniteGuard
 from trainer.metrics import ConfusionMatrix, flatten_metrics, per_class_metrics
+from trainer.operating_point import load_operating_point
 from trainer.strategies import is_chief
 from trainer.summaries import SummaryWriters
 
@@ -63,6 +67,8 @@ class Trainer:
       callbacks: Keras callbacks (the Keras callback protocol is honoured).
       seed: Seeds Python, NumPy and TensorFlow before the model is built.
       max_checkpoints: How many recent checkpoints to keep.
+      skip_nonfinite_steps: Skip (and count) steps whose loss or gradients are
+        NaN or Inf instead of stopping with `NonFiniteLossError`.
 
     Example:
       >>> trainer = Trainer(model=lambda: build_mlp((20,), 3), num_classes=3,
@@ -85,6 +91,7 @@ class Trainer:
         callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
         seed: Optional[int] = None,
         max_checkpoints: int = 3,
+        skip_nonfinite_steps: bool = False,
     ):
         if isinstance(steps_per_loop, bool) or int(steps_per_loop) != steps_per_loop or steps_per_loop < 1:
             raise ValueError(f"steps_per_loop must be a positive integer, got {steps_per_loop!r}.")
@@ -119,6 +126,10 @@ class Trainer:
                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            # Steps of the current epoch done when a checkpoint was written mid-epoch (SIGTERM).
+            self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step",
+                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.nonfinite_guard = NonFiniteGuard(skip=skip_nonfinite_steps)
 
         self._train_loop_fn = None
         self._eval_fn = None
@@ -126,6 +137,9 @@ class Trainer:
         self._checkpoint: Optional[RunCheckpoint] = None
         self._optimizer_built = False
         self.summaries = SummaryWriters(model_dir, enabled=self._is_chief)
+        self._fault_tolerance = FaultTolerance(self)
+        # A calibrated decision rule (trainer.operating_point); predict() applies it.
+        self.operating_point = load_operating_point(model_dir)
 
     # ------------------------------------------------------------------ set-up
 
@@ -196,28 +210,29 @@ class Trainer:
         if self.model_dir:
             self._checkpoint = RunCheckpoint(
                 os.path.join(self._checkpoint_root(), "checkpoints"),
-                max_to_keep=self._max_checkpoints, **self.checkpoint_items())
-            restored = self._checkpoint.restore_latest()
+                max_to_keep=self._max_checkpoints if self._is_chief else 1, **self.checkpoint_items())
+            # Every worker restores the chief's checkpoint (see docs/DISTRIBUTED.md).
+            restored = self._checkpoint.restore_latest(os.path.join(self.model_dir, "checkpoints"))
+            self._fault_tolerance.restored(restored)
             if restored:
                 tf.get_logger().info("Resumed from %s (epoch %d, step %d).", restored,
                                      int(self.epoch.numpy()), int(self.global_step.numpy()))
 
     def _checkpoint_root(self) -> str:
-        if self._is_chief:
-            return self.model_dir
-        # Workers other than the chief must save too (collective ops), but to
-        # a private directory (see trainer/distributed docs).
-        resolver = self.strategy.cluster_resolver
-        return os.path.join(self.model_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+        # Workers other than the chief must save too (collective ops), but to a
+        # private directory that fit() removes at its end (trainer/distributed.py).
+        return worker_directory(self.model_dir, self.strategy) or self.model_dir
 
     def checkpoint_items(self) -> Dict[str, Any]:
         """The trackables saved in each checkpoint; extend in a subclass."""
         items = {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch,
-                 "global_step": self.global_step}
+                 "global_step": self.global_step, "epoch_step": self.epoch_step,
+                 "train_metrics": TrainMetricsState(self.train_loss, self.train_confusion)}
         if self.reweighting is not None:
             items["reweighting"] = self.reweighting
         for index, callback in enumerate(self.callbacks):
             if isinstance(callback, tf.Module):
+                callback.set_model(self.model)  # so it can create model-shaped state before a restore
                 items[f"callback_{index}"] = callback
         return items
 
@@ -252,7 +267,10 @@ class Trainer:
         with tf.GradientTape() as loss_tape:
             loss_tape.watch(logits)
             per_example = self.compute_loss(labels, logits)
-            loss = tf.nn.compute_average_loss(per_example)
+            # Divided by the examples of the step on all replicas: a partial last
+            # batch splits unevenly, so per-replica size x replicas would be wrong.
+            loss = tf.nn.compute_average_loss(
+                per_example, global_batch_size=global_batch_size(labels, self.strategy))
         grad_logits = loss_tape.gradient(loss, logits)
         if self.reweighting is not None:
             context = TrainingContext(epoch=tf.convert_to_tensor(self.epoch),
@@ -263,8 +281,11 @@ class Trainer:
             targets.append(regularization / self.strategy.num_replicas_in_sync)
             output_gradients.append(None)
         gradients = tape.gradient(targets, variables, output_gradients=output_gradients)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        self.train_loss.update_state(per_example)
+        # Applied only when loss and gradients are finite (trainer/nonfinite.py).
+        applied = self.nonfinite_guard.apply_gradients(self.optimizer, loss, gradients, variables,
+                                                       step=self.global_step)
+        self.train_loss.update_state(tf.where(applied, per_example, tf.zeros_like(per_example)),
+                                     sample_weight=tf.cast(applied, per_example.dtype))
         self.train_confusion.update_state(labels, logits)
 
     def eval_step(self, batch) -> None:
@@ -287,6 +308,8 @@ class Trainer:
                 strategy.run(self.train_step, args=(optional.get_value(),))
                 self.global_step.assign_add(1)
                 steps_done += 1
+                if self.nonfinite_guard.stop_requested():
+                    break
             return steps_done
 
         return train_loop
@@ -316,8 +339,10 @@ class Trainer:
         if cardinality == 0:
             raise ValueError(f"{argument} is empty.")
         self._ensure_ready(spec)
+        data = shard_by_data(data, self.strategy)
         return self.strategy.experimental_distribute_dataset(data), cardinality
 
+    @fault_tolerant_fit
     def fit(self, train_data: tf.data.Dataset, *, epochs: int, steps_per_epoch: Optional[int] = None,
             validation_data: Optional[tf.data.Dataset] = None) -> Dict[str, List[float]]:
         """Trains until `epochs` epochs are done (counting resumed ones).
@@ -353,18 +378,22 @@ class Trainer:
         persistent_iterator = iter(distributed) if steps_per_epoch else None
         callbacks.on_train_begin()
         for epoch in range(int(self.epoch.numpy()), epochs):
+            if getattr(self.model, "stop_training", False):
+                break  # e.g. a restored callback had already stopped this run
             self.epoch.assign(epoch)
             callbacks.on_epoch_begin(epoch)
-            self.train_loss.reset_state()
-            self.train_confusion.reset_state()
-            iterator = persistent_iterator or iter(distributed)
+            if not self._fault_tolerance.resuming_mid_epoch():
+                self.train_loss.reset_state()
+                self.train_confusion.reset_state()
+            # After a restore: the same shuffling and position as the interrupted run.
+            iterator, steps = self._fault_tolerance.epoch_iterator(distributed, epoch, persistent_iterator)
             limit = steps_per_epoch or (cardinality if cardinality > 0 else None)
-            steps = 0
             while limit is None or steps < limit:
                 chunk = self.steps_per_loop if limit is None else min(self.steps_per_loop, limit - steps)
                 callbacks.on_train_batch_begin(steps)
                 done = int(self._train_loop_fn(iterator, tf.constant(chunk, tf.int64)))
                 steps += done
+                self._fault_tolerance.after_train_loop(epoch, steps)  # NaN/Inf, SIGTERM
                 callbacks.on_train_batch_end(steps - 1, {"loss": float(self.train_loss.result())})
                 if done < chunk:
                     break
@@ -380,8 +409,8 @@ class Trainer:
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             self.epoch.assign(epoch + 1)
-            if self._checkpoint is not None:
-                self._checkpoint.save(checkpoint_number=epoch + 1)
+            self._fault_tolerance.save()
+            self._fault_tolerance.after_epoch()
             if getattr(self.model, "stop_training", False):
                 break
         callbacks.on_train_end(history and {k: v[-1] for k, v in history.items()})
@@ -460,9 +489,12 @@ class Trainer:
           data: Batched dataset (features, or (features, labels)) or an array.
           logit_adjustment: Optional per-class offsets added to the logits
             before the softmax (e.g. `-tau * log(prior)` for post-hoc logit
-            adjustment).
+            adjustment). Without it, the calibrated `operating_point` (if
+            any) adjusts the logits.
         """
         logits = self.predict_logits(data)
+        if logit_adjustment is None and self.operating_point is not None:
+            logit_adjustment = self.operating_point.offsets()
         if logit_adjustment is not None:
             offsets = np.asarray(logit_adjustment, np.float32)
             if offsets.shape != (self.num_classes,):
@@ -471,3 +503,10 @@ class Trainer:
         logits = logits - logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    def predict_classes(self, data: Union[tf.data.Dataset, np.ndarray]) -> np.ndarray:
+        """Predicted class indices `[N]`: the `operating_point`'s rule, else the argmax."""
+        logits = self.predict_logits(data)
+        if self.operating_point is not None:
+            return self.operating_point.decide(logits)
+        return logits.argmax(axis=1)

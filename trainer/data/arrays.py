@@ -121,7 +121,8 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
     if bad is not None:
         row, col = bad
         value = x.reshape(len(x), -1)[row, col]
-        raise InputDataError(f"non-finite feature: {describe_location(source, row=row + 1, column=col, value=float(value))}")
+        where = describe_location(source, row=row + 1, column=col, value=float(value))
+        raise InputDataError(f"non-finite feature: {where}")
 
     if y.dtype.kind in "US" or y.dtype == object:
         keys = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in y],
@@ -144,8 +145,8 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
         nonint = ~np.isfinite(y) | (y != np.round(y))
         if nonint.any():
             row = int(np.argmax(nonint))
-            raise InputDataError(
-                f"label is not an integer: {describe_location(source, row=row + 1, column='y', value=float(y[row]))}")
+            where = describe_location(source, row=row + 1, column="y", value=float(y[row]))
+            raise InputDataError(f"label is not an integer: {where}")
     elif y.dtype.kind not in "iub":
         raise InputDataError(f"file {source!r}: labels 'y' must be integers or strings, got dtype {y.dtype}")
     y64 = y.astype(np.int64)

@@ -5,6 +5,7 @@ Every bad-data problem is an `InputDataError` whose message names the file, row,
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 
@@ -44,3 +45,12 @@ def describe_location(path: Optional[str] = None, *, row: Optional[int] = None,
             value = value.decode("utf-8", "replace")
         parts.append(f"value {value!r}")
     return ", ".join(parts)
+
+
+def tf_message(error: BaseException) -> str:
+    """The readable part of a TensorFlow error message (no function-node or op decorations)."""
+    msg = getattr(error, "message", None) or str(error)
+    msg = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", msg)
+    msg = re.sub(r"\s*\[Op:[^\]]*\].*", "", msg, flags=re.S)
+    msg = re.sub(r"\s*\[\[\{\{node [^\]]*\]\]", "", msg)
+    return msg.strip()

@@ -32,9 +32,10 @@ def long_tailed_counts(imbalance_ratio: float) -> np.ndarray:
 
 def _read_idx(path: str, magic: int, ndim: int) -> np.ndarray:
     if not os.path.isfile(path):
+        wanted = sorted(sum(FILES.values(), ()))
         raise InputDataError(
             f"Fashion-MNIST file not found: {path!r} (install the Debian package "
-            f"dataset-fashion-mnist, or point --data_dir at a directory with {sorted(sum(FILES.values(), ()))})")
+            f"dataset-fashion-mnist, or point --data_dir at a directory with {wanted})")
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
@@ -51,14 +52,19 @@ def _read_idx(path: str, magic: int, ndim: int) -> np.ndarray:
 
 
 def load_part(part: str, data_dir: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Loads 'train' or 'test' as (x float32 [N, 28, 28, 1] in [0, 1], y int32 [N])."""
+    """Loads 'train' or 'test' as (x uint8 [N, 28, 28], y int32 [N]); see `to_features`."""
     directory = data_dir or DEFAULT_DIR
     images, labels = FILES[part]
     x = _read_idx(os.path.join(directory, images), 2051, 3)
     y = _read_idx(os.path.join(directory, labels), 2049, 1)
     if len(x) != len(y):
         raise InputDataError(f"directory {directory!r}: {len(x)} {part} images but {len(y)} labels")
-    return (x.astype(np.float32) / 255.0)[..., None], y.astype(np.int32)
+    return x, y.astype(np.int32)
+
+
+def to_features(images: np.ndarray) -> np.ndarray:
+    """uint8 images [N, 28, 28] -> float32 [N, 28, 28, 1] scaled to [0, 1]."""
+    return (images.astype(np.float32) * np.float32(1.0 / 255.0))[..., None]
 
 
 def long_tailed_subsample(y: np.ndarray, imbalance_ratio: float, seed: int) -> np.ndarray:

@@ -71,26 +71,36 @@ class SplitCounter:
         self.seed = seed
         self.seen: Dict[str, int] = {}
         self.held: Dict[str, int] = {}
+        self.first_row: Dict[str, int] = {}
         self._offsets: Dict[str, float] = {}
         self.moments = Moments() if moments else None
 
-    def add(self, x: np.ndarray, keys: Sequence[str]) -> np.ndarray:
-        """Adds a batch in stream order; returns its held-out mask (bool [B])."""
-        keys = np.asarray(keys, dtype=object)
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        inverse = inverse.reshape(-1)
+    def add(self, x: np.ndarray, uniq: Sequence[str], inverse: np.ndarray,
+            first_row: int) -> np.ndarray:
+        """Adds a batch in stream order; returns its held-out mask (bool [B]).
+
+        Args:
+          x: Features [B, ...].
+          uniq: Distinct canonical class names in this batch.
+          inverse: int [B]: each example's position in `uniq`.
+          first_row: 1-based row number of the batch's first example.
+        """
+        inverse = np.asarray(inverse).reshape(-1)
+        for j, k in enumerate(uniq):
+            if k not in self.first_row:
+                self.first_row[k] = first_row + int(np.argmax(inverse == j))
         order = np.argsort(inverse, kind="stable")
         sorted_inv = inverse[order]
         first = np.searchsorted(sorted_inv, sorted_inv, side="left")
-        ranks = np.empty(len(keys), dtype=np.int64)
-        ranks[order] = np.arange(len(keys)) - first
+        ranks = np.empty(len(inverse), dtype=np.int64)
+        ranks[order] = np.arange(len(inverse)) - first
         base = np.array([self.seen.get(k, 0) for k in uniq], dtype=np.int64)
         ranks += base[inverse]
         per_key = np.bincount(inverse, minlength=len(uniq))
         for k, n in zip(uniq, per_key):
             self.seen[k] = self.seen.get(k, 0) + int(n)
         if self.validation_split is None:
-            mask = np.zeros(len(keys), dtype=bool)
+            mask = np.zeros(len(inverse), dtype=bool)
         else:
             for k in uniq:
                 if k not in self._offsets:
@@ -118,6 +128,7 @@ class StreamSummary:
       held_counts: Per-class counts of the held-out side (all zero without a split).
       mean: Training-side feature mean (list) or None.
       variance: Training-side feature variance (list) or None.
+      first_rows: Per-class 1-based row of the class's first example (0 if absent).
     """
 
     class_names: List[str]
@@ -127,6 +138,7 @@ class StreamSummary:
     held_counts: List[int]
     mean: Optional[List[float]]
     variance: Optional[List[float]]
+    first_rows: List[int]
 
     def to_json(self) -> Dict[str, Any]:
         """Returns a JSON-compatible dict."""

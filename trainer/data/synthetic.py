@@ -6,9 +6,9 @@ and IR = `--imbalance_ratio` (default 100: 2000 down to 20, 4,960 examples in al
 balanced test set of EVAL_PER_CLASS = 200 examples per class. Each class is a mixture of
 CLUSTERS_PER_CLASS = 2 Gaussian clusters with unit variance whose means are drawn once
 from N(0, CENTER_SCALE**2) with the fixed CENTER_SEED (the problem is the same for every
-`seed`; `seed` draws the samples), so classes overlap: an MLP trained on the balanced
-problem reaches about 85% accuracy, and plain cross-entropy on the long tail loses most of
-the tail classes' recall.
+`seed`; `seed` draws the samples), so classes overlap: a 2x128 MLP (15 epochs, a few
+seconds) reaches about 85% accuracy with IR = 1; with IR = 100, plain cross-entropy gets
+about 70% balanced accuracy (tail recall 0.2-0.3) and class-weighted about 78%.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ NUM_FEATURES = 20
 MAX_PER_CLASS = 2000
 EVAL_PER_CLASS = 200
 CLUSTERS_PER_CLASS = 2
-CENTER_SCALE = 0.55
+CENTER_SCALE = 0.8
 CENTER_SEED = 20240601
 
 

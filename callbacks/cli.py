@@ -1,0 +1,175 @@
+"""Command-line wiring of recall-driven training: flags -> rule, callbacks, held-out data, calibration.
+
+`trainer.main` calls these, so its own edits stay a few lines.
+
+Which data each part sees (disjoint from training by construction):
+
+- The recall-target controller and the operating-point calibration always use
+  `bundle.validation`, the data layer's fixed stratified split of the training
+  data (for `fashion_mnist_lt` a split of the long-tailed training pool, not the
+  balanced test set). With `--eval_dataset` the data layer trains on all of
+  `--dataset` and has no such split, so these options are refused with a message.
+- `RecallEarlyStopping` / `RecallReduceLROnPlateau` follow the `val_` logs, so
+  when one of them is on, the per-epoch validation (and TensorBoard's `eval/`
+  run) uses that held-out split; the final metrics are still on `bundle.eval`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from callbacks.recall_early_stopping import RecallEarlyStopping
+from callbacks.recall_reduce_lr import RecallReduceLROnPlateau
+from callbacks.recall_target import RecallTarget
+from callbacks.tensorboard_extras import TensorBoardExtras
+from trainer.operating_point import (calibrate_operating_point, labelled_logits,
+                                     operating_point_metrics)
+
+RECALL_TARGET_MODES = ("target_class", "worst_class")
+
+
+def monitor_key(monitor: Optional[str], target_class: Optional[int]) -> str:
+    """The `val_` log key that `--monitor` names (default: the target class's recall, else the worst).
+
+    Raises:
+      ValueError: naming `--monitor` when it already has the `val_` prefix.
+    """
+    if monitor is None:
+        return f"val_recall/{target_class}" if target_class is not None else "val_min_recall"
+    if monitor.startswith("val_"):
+        raise ValueError(f"--monitor names a metric without the val_ prefix (e.g. recall/3, "
+                         f"min_recall, balanced_accuracy), got {monitor!r}.")
+    return "val_" + monitor
+
+
+def calibration_enabled(flags: Any) -> bool:
+    """`--calibrate`, defaulting to on when a target recall is given."""
+    if flags.calibrate is None:
+        return flags.target_recall is not None and flags.target_class is not None
+    return bool(flags.calibrate)
+
+
+def check_flags(flags: Any) -> None:
+    """Checks the recall flags together.
+
+    Raises:
+      ValueError: naming the flags that do not fit together.
+    """
+    mode = flags.recall_target_mode
+    if flags.reweighting == "recall_target" and mode == "target_class":
+        if flags.target_class is None or flags.target_recall is None:
+            raise ValueError("--reweighting=recall_target with --recall_target_mode=target_class "
+                             "needs --target_class and --target_recall.")
+    if flags.target_recall is not None and not 0.0 < flags.target_recall <= 1.0:
+        raise ValueError(f"--target_recall must be in (0, 1], got {flags.target_recall}.")
+    if flags.calibrate and (flags.target_class is None or flags.target_recall is None):
+        raise ValueError("--calibrate needs --target_class and --target_recall.")
+    for name in ("early_stopping_patience", "reduce_lr_patience"):
+        value = getattr(flags, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name} must be >= 0, got {value}.")
+    if not 0.0 < flags.reduce_lr_factor < 1.0:
+        raise ValueError(f"--reduce_lr_factor must be in (0, 1), got {flags.reduce_lr_factor}.")
+    if flags.monitor is not None:
+        monitor_key(flags.monitor, flags.target_class)
+
+
+def make_recall_target(flags: Any, class_counts: Any) -> RecallTarget:
+    """The `--reweighting=recall_target` rule (inverse-frequency base weights)."""
+    if flags.recall_target_mode == "worst_class":
+        return RecallTarget(mode="worst_class", class_counts=class_counts)
+    return RecallTarget(target_class=flags.target_class, target_recall=flags.target_recall,
+                        class_counts=class_counts)
+
+
+def _hparams(flags: Any) -> Dict[str, Any]:
+    names = ("dataset", "model", "epochs", "batch_size", "learning_rate", "loss", "reweighting",
+             "target_class", "target_recall", "recall_target_mode", "monitor",
+             "early_stopping_patience", "stop_at_recall", "reduce_lr_patience", "reduce_lr_factor",
+             "imbalance_ratio", "seed")
+    return {name: getattr(flags, name) for name in names if hasattr(flags, name)}
+
+
+@dataclasses.dataclass
+class RecallSetup:
+    """What the CLI adds for recall-driven training.
+
+    Attributes:
+      callbacks: To pass to the Trainer (after the CLI's own).
+      validation_data: Per-epoch validation data for `fit`: the held-out
+        split when a monitoring callback is on, else the evaluation data.
+      held_out_data: The held-out split (controller, calibration), or None.
+      calibrate: Whether to calibrate an operating point after training.
+    """
+
+    callbacks: List[keras.callbacks.Callback]
+    validation_data: Optional[tf.data.Dataset]
+    held_out_data: Optional[tf.data.Dataset]
+    calibrate: bool
+
+    @classmethod
+    def from_flags(cls, flags: Any, bundle: Any, rule: Any, eval_data: tf.data.Dataset, *,
+                   chief: bool = True) -> "RecallSetup":
+        """Builds the callbacks and picks the data they see (see the module docstring).
+
+        Raises:
+          ValueError: when an option needs a held-out split and there is none.
+        """
+        calibrate = calibration_enabled(flags)
+        monitored = flags.early_stopping_patience is not None or flags.stop_at_recall is not None \
+            or flags.reduce_lr_patience is not None
+        controlled = isinstance(rule, RecallTarget)
+        held_out_split = getattr(bundle, "validation", None)
+        if held_out_split is None and (calibrate or controlled or monitored):
+            raise ValueError(
+                "--reweighting=recall_target, --calibrate and the recall-driven callbacks need a "
+                "held-out split of the training data, and with --eval_dataset there is none (the "
+                "evaluation set must not steer training). Drop --eval_dataset to hold out "
+                "--validation_split of --dataset.")
+        held_out_data = None if held_out_split is None else held_out_split.dataset(
+            flags.batch_size, shuffle=False, seed=flags.seed)
+        if held_out_split is not None and held_out_split is bundle.eval:
+            held_out_data = eval_data
+        validation_data = held_out_data if monitored else eval_data
+        key = monitor_key(flags.monitor, flags.target_class)
+        callbacks: List[keras.callbacks.Callback] = []
+        if controlled:
+            callbacks.append(rule.controller(validation_data=held_out_data))
+        if flags.early_stopping_patience is not None or flags.stop_at_recall is not None:
+            callbacks.append(RecallEarlyStopping(monitor=key, patience=flags.early_stopping_patience,
+                                                 stop_at=flags.stop_at_recall, verbose=1))
+        if flags.reduce_lr_patience is not None:
+            callbacks.append(RecallReduceLROnPlateau(monitor=key, patience=flags.reduce_lr_patience,
+                                                     factor=flags.reduce_lr_factor, verbose=1))
+        if flags.model_dir:
+            callbacks.append(TensorBoardExtras(
+                flags.model_dir, validation_data, class_names=bundle.class_names,
+                hparams=_hparams(flags), enabled=chief))
+        return cls(callbacks, validation_data, held_out_data, calibrate)
+
+    def calibrate_and_report(self, trainer: Any, flags: Any,
+                             eval_data: tf.data.Dataset) -> Dict[str, Any]:
+        """Calibrates on the held-out split, saves it, and measures it on `eval_data`."""
+        point = calibrate_operating_point(trainer, self.held_out_data,
+                                          target_class=flags.target_class,
+                                          target_recall=flags.target_recall)
+        logits, labels = labelled_logits(trainer, eval_data)
+        calibrated = operating_point_metrics(point, logits, labels)
+        argmax = operating_point_metrics(None, logits, labels)
+        k = flags.target_class
+        logging.info("Operating point (%s, offset %.3f) chosen on the held-out split: class %d "
+                     "recall %.4f, precision %.4f on the evaluation data (argmax: %.4f, %.4f).",
+                     point.kind, point.offset, k, calibrated["target_recall"],
+                     calibrated["target_precision"], argmax["recall"][k], argmax["precision"][k])
+        return {
+            **point.to_dict(),
+            "eval_recall": calibrated["target_recall"], "eval_precision": calibrated["target_precision"],
+            "eval_balanced_accuracy": calibrated["balanced_accuracy"],
+            "argmax_eval_recall": float(argmax["recall"][k]),
+            "argmax_eval_precision": float(argmax["precision"][k]),
+        }

@@ -1,0 +1,294 @@
+"""Recall-target control: class weights moved by measured recall on a held-out split.
+
+`RecallTarget` is a `ReweightingRule` (per-class weights on dL/dlogits, kept in
+variables); `RecallTargetController` is the callback that measures per-class
+recall on held-out data and moves the weights by an exponentiated-gradient step
+(after Narasimhan and Menon, NeurIPS 2021).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from callbacks._evaluation import LogitsCollector, confusion_matrix
+from losses.rules import ClassWeights, ReweightingRule, validate_class_counts
+from trainer.metrics import per_class_metrics
+
+MODES = ("target_class", "worst_class")
+
+
+def _check_positive(argument: str, value: float, upper: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+            or not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        bound = f" and at most {upper}" if upper is not None else ""
+        raise ValueError(f"{argument} must be a positive number{bound}, got {value!r}.")
+    return float(value)
+
+
+class RecallTarget(ClassWeights):
+    """Class weights that a controller moves toward a recall target.
+
+    The gradient of each example is scaled by `w[label]` (as `ClassWeights`).
+    The weights are `w = normalise(c * q)`: `q` is a fixed base (inverse
+    class frequency when `class_counts` is given, so the starting point is
+    the balanced objective; else ones), `c` are multipliers the controller
+    moves, and `normalise` makes the weights average 1 over the classes.
+
+    At each update the controller passes the per-class recall measured on a
+    held-out split. The rule smooths the miss rates `m_j = 1 - recall_j`
+    with an exponential moving average (`smoothing`) and takes an
+    exponentiated-gradient step of size `step_size`:
+
+    - `mode='target_class'` (constraint `recall_t >= target_recall`): the
+      Lagrange multiplier of the constraint,
+      `c_t <- c_t * exp(step_size * (m_t - (1 - target_recall)))`; it grows
+      while the recall is short of the target and shrinks (giving back
+      precision) while it is above. The other multipliers stay 1.
+    - `mode='worst_class'` (maximise the smallest recall): the multipliers
+      are the dual weights of the min-max problem on the simplex,
+      `c_j <- c_j * exp(step_size * m_j)`, renormalised to average 1.
+
+    Multipliers are kept in `[min_weight, max_weight]`, so no class weight
+    collapses to 0 or explodes. All state (multipliers, smoothed miss rates,
+    update count, the weights) lives in variables created by `build` inside
+    the strategy scope: checkpointed with the rule and, being assigned in
+    cross-replica context by the controller, identical on every replica.
+
+    Args:
+      target_class: The class whose recall must reach `target_recall`
+        (`mode='target_class'`).
+      target_recall: In (0, 1].
+      mode: `'target_class'` (default when `target_class` is given) or
+        `'worst_class'`.
+      class_counts: Training examples per class; when given, the base
+        weights are inverse class frequencies.
+      step_size: Exponentiated-gradient step size (> 0).
+      smoothing: EMA factor of the measured miss rates, in [0, 1); 0 uses
+        each measurement as it is.
+      min_weight: Floor of the multipliers (> 0).
+      max_weight: Cap of the multipliers (>= 1).
+      name: Module name.
+
+    Example:
+      >>> rule = RecallTarget(target_class=6, target_recall=0.9,
+      ...                     class_counts=bundle.train.class_counts)
+      >>> trainer = Trainer(model=model, reweighting=rule,
+      ...                   callbacks=[rule.controller(validation_data=held_out)])
+    """
+
+    def __init__(self, target_class: Optional[int] = None, target_recall: Optional[float] = None,
+                 *, mode: Optional[str] = None, class_counts: Optional[Sequence[float]] = None,
+                 step_size: float = 1.0, smoothing: float = 0.5, min_weight: float = 0.1,
+                 max_weight: float = 10.0, name: Optional[str] = None):
+        ReweightingRule.__init__(self, name=name or "recall_target")
+        mode = mode or ("target_class" if target_class is not None else None)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)} (or target_class given), "
+                             f"got mode={mode!r}, target_class={target_class!r}.")
+        if mode == "target_class":
+            if isinstance(target_class, bool) or not isinstance(target_class, (int, np.integer)) \
+                    or target_class < 0:
+                raise ValueError(f"target_class must be a non-negative integer for "
+                                 f"mode='target_class', got {target_class!r}.")
+            target_recall = _check_positive("target_recall", target_recall, upper=1.0)
+            target_class = int(target_class)
+        elif target_class is not None or target_recall is not None:
+            raise ValueError(f"mode='worst_class' raises the smallest recall and takes no "
+                             f"target_class or target_recall (got {target_class!r}, {target_recall!r}).")
+        if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < 1.0):
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}.")
+        self.mode = mode
+        self.target_class = target_class
+        self.target_recall = target_recall
+        self.class_counts = None if class_counts is None else validate_class_counts(class_counts)
+        self.step_size = _check_positive("step_size", step_size)
+        self.smoothing = float(smoothing)
+        self.min_weight = _check_positive("min_weight", min_weight, upper=1.0)
+        self.max_weight = _check_positive("max_weight", max_weight)
+        if self.max_weight < 1.0:
+            raise ValueError(f"max_weight must be >= 1, got {max_weight!r}.")
+        self.prior_correction = None if class_counts is None else "inverse_frequency"
+        self.weights: Optional[tf.Variable] = None
+        self.multipliers: Optional[tf.Variable] = None
+        self.smoothed_miss_rate: Optional[tf.Variable] = None
+        self.num_updates: Optional[tf.Variable] = None
+        self.last_update_step: Optional[tf.Variable] = None
+
+    # --------------------------------------------------------------- state
+
+    def _base_weights(self, num_classes: int) -> np.ndarray:
+        if self.class_counts is None:
+            return np.ones(num_classes, np.float64)
+        if self.class_counts.shape[0] != num_classes:
+            raise ValueError(f"class_counts has {self.class_counts.shape[0]} values but there are "
+                             f"{num_classes} classes.")
+        return 1.0 / self.class_counts
+
+    def _effective_weights(self, multipliers: np.ndarray) -> np.ndarray:
+        weights = multipliers * self._base_weights(len(multipliers))
+        return (weights * (len(weights) / weights.sum())).astype(np.float32)
+
+    def build(self, num_classes: int) -> None:
+        if self.mode == "target_class" and self.target_class >= num_classes:
+            raise ValueError(f"target_class={self.target_class} is out of range for {num_classes} "
+                             f"classes (valid: 0..{num_classes - 1}).")
+        ones = np.ones(num_classes, np.float32)
+        self._initial_weights = self._effective_weights(ones.astype(np.float64))
+        ClassWeights.build(self, num_classes)
+        self.multipliers = tf.Variable(ones, trainable=False, name="multipliers")
+        self.smoothed_miss_rate = tf.Variable(np.full(num_classes, np.nan, np.float32),
+                                              trainable=False, name="smoothed_miss_rate")
+        self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates")
+        self.last_update_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                            name="last_update_step")
+
+    # -------------------------------------------------------------- update
+
+    def next_multipliers(self, recall: np.ndarray, multipliers: np.ndarray,
+                         smoothed: np.ndarray) -> tuple:
+        """One controller step in NumPy: returns `(multipliers, smoothed_miss_rate)`.
+
+        Args:
+          recall: `[K]` measured recall; NaN for classes absent from the
+            held-out data (they keep their state).
+          multipliers: `[K]` current multipliers.
+          smoothed: `[K]` current smoothed miss rates (NaN before the first
+            measurement of a class).
+        """
+        miss = 1.0 - np.asarray(recall, np.float64)
+        measured = np.isfinite(miss)
+        smoothed = np.asarray(smoothed, np.float64)
+        fresh = measured & ~np.isfinite(smoothed)
+        ema = self.smoothing * smoothed + (1.0 - self.smoothing) * miss
+        smoothed = np.where(fresh, miss, np.where(measured, ema, smoothed))
+        log_multipliers = np.log(np.asarray(multipliers, np.float64))
+        if self.mode == "target_class":
+            t = self.target_class
+            if np.isfinite(smoothed[t]):
+                log_multipliers[t] += self.step_size * (smoothed[t] - (1.0 - self.target_recall))
+        else:
+            log_multipliers += self.step_size * np.where(np.isfinite(smoothed), smoothed, 0.0)
+            log_multipliers -= np.log(np.mean(np.exp(log_multipliers)))
+        updated = np.clip(np.exp(log_multipliers), self.min_weight, self.max_weight)
+        return updated.astype(np.float32), smoothed.astype(np.float32)
+
+    def update(self, recall: Sequence[float], step: Optional[int] = None) -> np.ndarray:
+        """Moves the weights given held-out per-class recall; returns the new weights.
+
+        Call from cross-replica context (a callback): the assignments then
+        reach every replica's copy.
+
+        Raises:
+          ValueError: when `recall` does not have one value per class.
+        """
+        recall = np.asarray(recall, np.float64)
+        if recall.shape != (self.num_classes,):
+            raise ValueError(f"recall must have {self.num_classes} values, got shape {recall.shape}.")
+        multipliers, smoothed = self.next_multipliers(
+            recall, self.multipliers.numpy(), self.smoothed_miss_rate.numpy())
+        weights = self._effective_weights(multipliers.astype(np.float64))
+        self.multipliers.assign(multipliers)
+        self.smoothed_miss_rate.assign(smoothed)
+        self.weights.assign(weights)
+        self.num_updates.assign_add(1)
+        if step is not None:
+            self.last_update_step.assign(int(step))
+        return weights
+
+    def controller(self, validation_data: Optional[tf.data.Dataset] = None,
+                   update_every: Optional[int] = None) -> "RecallTargetController":
+        """The callback that drives this rule (see `RecallTargetController`)."""
+        return RecallTargetController(self, validation_data=validation_data,
+                                      update_every=update_every)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"target_class": self.target_class, "target_recall": self.target_recall,
+                "mode": self.mode,
+                "class_counts": None if self.class_counts is None else self.class_counts.tolist(),
+                "step_size": self.step_size, "smoothing": self.smoothing,
+                "min_weight": self.min_weight, "max_weight": self.max_weight}
+
+
+class RecallTargetController(keras.callbacks.Callback):
+    """Measures held-out per-class recall and moves a `RecallTarget` rule's weights.
+
+    The held-out data must be disjoint from the training data (the CLI uses
+    the data layer's fixed stratified split of the training data, never the
+    test set). Two ways to measure:
+
+    - `validation_data=None`: at the end of each epoch, read
+      `val_recall/<k>` from the logs, i.e. the Trainer's (or model.fit's)
+      validation data is the held-out split.
+    - `validation_data=dataset`: evaluate on it at the end of each epoch, or
+      every `update_every` optimizer steps (checked when the Trainer reports
+      a finished loop of steps).
+
+    After each update the new weights are added to the epoch's logs as
+    `class_weight/<k>` (the Trainer also writes the weights used during each
+    epoch to TensorBoard under the same names). All state lives in the rule,
+    so it is checkpointed with it. Under multi-worker training each worker
+    runs the callback on the same numbers (the Trainer's evaluation is summed
+    across replicas; `validation_data` is read whole by every worker from the
+    same weights), so every worker applies the same update.
+
+    Args:
+      rule: The `RecallTarget` to drive.
+      validation_data: Batched `(features, labels)` held-out data, or None.
+      update_every: Steps between updates (needs `validation_data`); None
+        updates once per epoch.
+    """
+
+    def __init__(self, rule: RecallTarget, *, validation_data: Optional[tf.data.Dataset] = None,
+                 update_every: Optional[int] = None):
+        super().__init__()
+        if not isinstance(rule, RecallTarget):
+            raise ValueError(f"rule must be a RecallTarget, got {type(rule).__name__}.")
+        if update_every is not None:
+            if isinstance(update_every, bool) or int(update_every) != update_every or update_every < 1:
+                raise ValueError(f"update_every must be a positive integer or None, got {update_every!r}.")
+            if validation_data is None:
+                raise ValueError("update_every needs validation_data (the held-out split) to "
+                                 "measure recall between epochs.")
+        self.rule = rule
+        self.update_every = None if update_every is None else int(update_every)
+        self._collector = None if validation_data is None else LogitsCollector(validation_data)
+
+    def _measured_recall(self, logs: Optional[Dict[str, Any]]) -> np.ndarray:
+        k = self.rule.num_classes
+        if self._collector is not None:
+            logits, labels = self._collector(self.model)
+            matrix = confusion_matrix(labels, logits.argmax(axis=1), k)
+            return np.asarray(per_class_metrics(matrix)["recall"], np.float64)
+        logs = logs or {}
+        missing = [f"val_recall/{j}" for j in range(k) if f"val_recall/{j}" not in logs]
+        if missing:
+            raise ValueError(
+                f"RecallTargetController needs held-out per-class recall: pass validation_data "
+                f"(a held-out split of the training data) to the controller, or validation data "
+                f"to fit(); the logs lack {', '.join(missing[:3])}.")
+        return np.array([logs[f"val_recall/{j}"] for j in range(k)], np.float64)
+
+    def _step(self) -> int:
+        optimizer = getattr(self.model, "optimizer", None)
+        return int(np.asarray(optimizer.iterations)) if optimizer is not None else -1
+
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        if self.update_every is None:
+            return
+        step = self._step()
+        if step - max(int(self.rule.last_update_step.numpy()), 0) >= self.update_every:
+            self.rule.update(self._measured_recall(None), step=step)
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        if self.update_every is None:
+            weights = self.rule.update(self._measured_recall(logs), step=self._step())
+        else:
+            weights = self.rule.class_weights().numpy()
+        if logs is not None:
+            for class_id, weight in enumerate(weights):
+                logs[f"class_weight/{class_id}"] = float(weight)

@@ -1,0 +1,48 @@
+"""Per-example losses and per-class gradient reweighting rules for imbalanced classification.
+
+Losses are Keras `Loss` classes (also usable in `model.fit`); rules act on dL/dlogits inside the Trainer.
+"""
+
+from losses.compose import Compose
+from losses.cross_entropy import sparse_cross_entropy
+from losses.deferred import DeferredReweighting
+from losses.equalization import EqualizationV2
+from losses.focal import SigmoidFocalCrossentropy, SparseFocalCrossentropy
+from losses.prior_adjusted import (BalancedSoftmaxCrossentropy, LDAMCrossentropy,
+                                   LogitAdjustedCrossentropy, logit_adjustment_offsets,
+                                   posthoc_logit_adjustment)
+from losses.prior_warnings import warn_if_prior_counted_twice
+from losses.registry import DRW_RULE_NAMES, LOSS_NAMES, RULE_NAMES, make_loss, make_rule
+from losses.rules import (ClassWeights, ReweightingRule, TargetClassWeight, TrainingContext,
+                          deserialize_rule, serialize_rule, validate_class_counts,
+                          validate_class_weights)
+from losses.weighted_recall import WeightedRecallCrossentropy
+
+__all__ = [
+    "BalancedSoftmaxCrossentropy",
+    "ClassWeights",
+    "Compose",
+    "DRW_RULE_NAMES",
+    "DeferredReweighting",
+    "EqualizationV2",
+    "LDAMCrossentropy",
+    "LOSS_NAMES",
+    "LogitAdjustedCrossentropy",
+    "RULE_NAMES",
+    "ReweightingRule",
+    "SigmoidFocalCrossentropy",
+    "SparseFocalCrossentropy",
+    "TargetClassWeight",
+    "TrainingContext",
+    "WeightedRecallCrossentropy",
+    "deserialize_rule",
+    "logit_adjustment_offsets",
+    "make_loss",
+    "make_rule",
+    "posthoc_logit_adjustment",
+    "serialize_rule",
+    "sparse_cross_entropy",
+    "validate_class_counts",
+    "validate_class_weights",
+    "warn_if_prior_counted_twice",
+]

@@ -1,0 +1,67 @@
+"""Warns when two corrections for the class prior are stacked and over-correct together.
+
+Logit adjustment and balanced softmax already remove the prior; inverse-frequency weights or resampling remove it again.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterator, List, Optional
+
+from losses.prior_adjusted import BalancedSoftmaxCrossentropy, LogitAdjustedCrossentropy
+from losses.rules import ReweightingRule
+
+
+def _walk(rule: Optional[ReweightingRule]) -> Iterator[ReweightingRule]:
+    """Yields `rule` and the rules it wraps (`DeferredReweighting.rule`, `Compose.rules`)."""
+    if rule is None:
+        return
+    yield rule
+    inner = getattr(rule, "rule", None)
+    if isinstance(inner, ReweightingRule):
+        yield from _walk(inner)
+    for child in getattr(rule, "rules", None) or ():
+        if isinstance(child, ReweightingRule):
+            yield from _walk(child)
+
+
+def warn_if_prior_counted_twice(loss, rule: Optional[ReweightingRule] = None,
+                                resampled: bool = False) -> bool:
+    """Emits a `UserWarning` when a prior-corrected loss meets another prior correction.
+
+    `LogitAdjustedCrossentropy` (tau > 0) and `BalancedSoftmaxCrossentropy`
+    train against the class prior already; adding weights built by
+    `ClassWeights.inverse_frequency` / `ClassWeights.effective_number`
+    (recognised by their `prior_correction` attribute, also inside
+    `DeferredReweighting` and `Compose`) or class-balanced resampling of the
+    data corrects for it a second time and over-favours rare classes.
+
+    Args:
+      loss: The training loss (any object; only the two classes above count).
+      rule: The reweighting rule, or None.
+      resampled: Whether the training data is resampled toward balance.
+
+    Returns:
+      True when a warning was emitted.
+    """
+    if isinstance(loss, LogitAdjustedCrossentropy) and loss.tau > 0:
+        loss_name = f"{type(loss).__name__} (tau={loss.tau:g})"
+    elif isinstance(loss, BalancedSoftmaxCrossentropy):
+        loss_name = type(loss).__name__
+    else:
+        return False
+    others: List[str] = []
+    for part in _walk(rule):
+        correction = getattr(part, "prior_correction", None)
+        if correction:
+            others.append(f"{correction.replace('_', '-')} class weights")
+    if resampled:
+        others.append("class-balanced resampling")
+    if not others:
+        return False
+    warnings.warn(
+        f"{loss_name} already corrects for the class prior; combining it with "
+        f"{' and '.join(others)} counts the prior twice and over-weights rare classes. "
+        "Use one correction (e.g. --reweighting=none with this loss, or --loss=cross_entropy "
+        "with the weights).", UserWarning, stacklevel=2)
+    return True

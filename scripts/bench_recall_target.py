@@ -1,0 +1,215 @@
+"""Recall-target benchmark on long-tailed Fashion-MNIST (issue 4's measured goal).
+
+Per seed, on `fashion_mnist_lt` (IR 100; training pool minus a fixed 20%
+stratified held-out split; evaluated on the balanced 10k test set), the same
+CNN (trainer/models.py), Adam 1e-3, batch 128, 15 epochs, three runs:
+
+  ce            plain cross-entropy. Its shirt operating point is a post-hoc
+                threshold on p(shirt) chosen on the held-out split to reach
+                the target recall (what a user would do without this issue).
+  target_class  `RecallTarget(target_class=6, target_recall=0.9)` driven by
+                its controller on the held-out split, then the calibrated
+                operating point (logit offset or threshold, chosen on the
+                held-out split).
+  worst_class   `RecallTarget(mode='worst_class')`, argmax decisions.
+
+Reported on the test set: balanced accuracy, worst-class recall (and class),
+shirt recall and precision (argmax and calibrated), and, for the comparison
+at equal recall, the best precision any threshold or logit offset on the CE
+model reaches at the recall our calibrated model reached (chosen on the test
+set itself: an optimistic baseline, so the comparison is conservative).
+
+Usage:
+  TF_CPP_MIN_LOG_LEVEL=2 python scripts/bench_recall_target.py --seeds 0 1 2 \
+      --json_out /tmp/bench_recall_target.json
+  python scripts/bench_recall_target.py --smoke   # 1 epoch on a slice: checks it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from callbacks import RecallTarget  # noqa: E402
+from trainer import Trainer  # noqa: E402
+from trainer import data as data_lib  # noqa: E402
+from trainer.models import build_model  # noqa: E402
+from trainer.operating_point import (choose_operating_point, labelled_logits,  # noqa: E402
+                                     operating_point_metrics)
+
+METHODS = ("ce", "target_class", "worst_class")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--imbalance_ratio", type=float, default=100.0)
+    parser.add_argument("--target_class", type=int, default=6)
+    parser.add_argument("--target_recall", type=float, default=0.9)
+    parser.add_argument("--step_size", type=float, default=1.0, help="RecallTarget step size.")
+    parser.add_argument("--max_weight", type=float, default=10.0, help="RecallTarget cap.")
+    parser.add_argument("--no_prior_correction", action="store_true",
+                        help="RecallTarget base weights 1 instead of inverse frequency.")
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--json_out", default=None)
+    parser.add_argument("--smoke", action="store_true", help="1 epoch on 2,000 training examples.")
+    return parser.parse_args(argv)
+
+
+def train(method: str, bundle: Any, seed: int, args: argparse.Namespace) -> Trainer:
+    held_out = bundle.validation.dataset(args.batch_size, shuffle=False, seed=seed)
+    counts = None if args.no_prior_correction else bundle.train.class_counts
+    rule, callbacks = None, []
+    if method == "target_class":
+        rule = RecallTarget(target_class=args.target_class, target_recall=args.target_recall,
+                            class_counts=counts, step_size=args.step_size,
+                            max_weight=args.max_weight)
+    elif method == "worst_class":
+        rule = RecallTarget(mode="worst_class", class_counts=counts, step_size=args.step_size,
+                            max_weight=args.max_weight)
+    if rule is not None:
+        callbacks.append(rule.controller(validation_data=held_out))
+
+    def model():
+        return build_model("cnn", bundle.train.input_shape, bundle.num_classes,
+                           feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance)
+
+    trainer = Trainer(model=model, optimizer=lambda: keras.optimizers.Adam(args.learning_rate),
+                      reweighting=rule, num_classes=bundle.num_classes, seed=seed,
+                      steps_per_loop=100, callbacks=callbacks)
+    train_data = bundle.train.dataset(args.batch_size, shuffle=True, seed=seed)
+    if args.smoke:
+        train_data = train_data.take(2000 // args.batch_size)
+    trainer.fit(train_data, epochs=args.epochs)
+    return trainer
+
+
+def measure(method: str, trainer: Trainer, bundle: Any, seed: int,
+            args: argparse.Namespace) -> Dict[str, Any]:
+    t = args.target_class
+    held_out = bundle.validation.dataset(args.batch_size, shuffle=False, seed=seed)
+    test = bundle.eval.dataset(args.batch_size, shuffle=False, seed=seed)
+    val_logits, val_labels = labelled_logits(trainer, held_out)
+    test_logits, test_labels = labelled_logits(trainer, test)
+    argmax = operating_point_metrics(None, test_logits, test_labels)
+    worst = int(np.nanargmin(argmax["recall"]))
+    row: Dict[str, Any] = {
+        "method": method, "seed": seed,
+        "balanced_accuracy": argmax["balanced_accuracy"], "worst_recall": argmax["min_recall"],
+        "worst_class": worst, "target_recall": float(argmax["recall"][t]),
+        "target_precision": float(argmax["precision"][t]),
+        "recall": [float(r) for r in argmax["recall"]],
+    }
+    if method in ("ce", "target_class"):
+        kind = "threshold" if method == "ce" else "auto"
+        point = choose_operating_point(val_logits, val_labels, target_class=t,
+                                       target_recall=args.target_recall, method=kind)
+        calibrated = operating_point_metrics(point, test_logits, test_labels)
+        row.update({"calibrated_kind": point.kind,
+                    "calibrated_recall": calibrated["target_recall"],
+                    "calibrated_precision": calibrated["target_precision"],
+                    "calibrated_balanced_accuracy": calibrated["balanced_accuracy"]})
+        row["test_logits"] = test_logits  # for the equal-recall comparison; dropped from JSON
+        row["test_labels"] = test_labels
+    return row
+
+
+def equal_recall_precision(ce_row: Dict[str, Any], recall: float, target_class: int) -> float:
+    """Best test precision of a threshold or logit offset on the CE model at >= `recall`."""
+    point = choose_operating_point(ce_row["test_logits"], ce_row["test_labels"],
+                                   target_class=target_class, target_recall=max(recall, 1e-6))
+    return point.validation_precision
+
+
+def summarise(rows: List[Dict[str, Any]], args: argparse.Namespace) -> str:
+    def fmt(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+    lines = [
+        f"fashion_mnist_lt IR {args.imbalance_ratio:g}, seeds {args.seeds}, {args.epochs} epochs, "
+        f"batch {args.batch_size}, Adam {args.learning_rate:g}; test set (balanced); "
+        f"target class {args.target_class}, target recall {args.target_recall}",
+        "",
+        "| method | balanced acc. | worst-class recall | shirt recall (argmax) | shirt precision "
+        "(argmax) | shirt recall (calibrated) | shirt precision (calibrated) | CE precision at "
+        "the same recall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method in args.methods:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        equal = [r.get("ce_precision_at_same_recall") for r in mine]
+        worst = ", ".join(str(r["worst_class"]) for r in mine)
+        lines.append(
+            f"| {method} | {fmt([r['balanced_accuracy'] for r in mine])} | "
+            f"{fmt([r['worst_recall'] for r in mine])} (class {worst}) | "
+            f"{fmt([r['target_recall'] for r in mine])} | {fmt([r['target_precision'] for r in mine])} | "
+            f"{fmt([r.get('calibrated_recall') for r in mine])} | "
+            f"{fmt([r.get('calibrated_precision') for r in mine])} | {fmt(equal)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.smoke:
+        args.epochs = 1
+    rows: List[Dict[str, Any]] = []
+    for seed in args.seeds:
+        bundle = data_lib.load_data("fashion_mnist_lt", imbalance_ratio=args.imbalance_ratio,
+                                    data_dir=args.data_dir, seed=seed)
+        by_method = {}
+        for method in args.methods:
+            started = time.time()
+            trainer = train(method, bundle, seed, args)
+            row = measure(method, trainer, bundle, seed, args)
+            row["seconds"] = time.time() - started
+            if method != "ce" and trainer.reweighting is not None:
+                row["class_weights"] = [float(w) for w in trainer.reweighting.class_weights().numpy()]
+            by_method[method] = row
+            rows.append(row)
+            print(f"seed {seed} {method}: balanced accuracy {row['balanced_accuracy']:.4f}, "
+                  f"worst recall {row['worst_recall']:.4f} (class {row['worst_class']}), "
+                  f"class {args.target_class} recall {row['target_recall']:.4f} precision "
+                  f"{row['target_precision']:.4f}"
+                  + (f"; calibrated ({row['calibrated_kind']}) recall {row['calibrated_recall']:.4f} "
+                     f"precision {row['calibrated_precision']:.4f}" if "calibrated_recall" in row else "")
+                  + f" [{row['seconds']:.0f} s]", flush=True)
+        if "ce" in by_method and "target_class" in by_method:
+            ours = by_method["target_class"]
+            ours["ce_precision_at_same_recall"] = equal_recall_precision(
+                by_method["ce"], ours["calibrated_recall"], args.target_class)
+            print(f"seed {seed}: CE's best precision at recall >= {ours['calibrated_recall']:.4f}: "
+                  f"{ours['ce_precision_at_same_recall']:.4f}", flush=True)
+        for row in by_method.values():
+            row.pop("test_logits", None)
+            row.pop("test_labels", None)
+    table = summarise(rows, args)
+    print(table)
+    if args.json_out:
+        with open(args.json_out, "w") as stream:
+            json.dump({"args": vars(args), "rows": rows, "table": table}, stream, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""End-to-end tests of `python -m trainer.main` as a user runs it (real subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-m", "trainer.main", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("cli") / "run"
+    result = run_cli(f"--model_dir={model_dir}", "--epochs=2", "--steps_per_loop=20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
+def test_default_run_prints_table_and_writes_metrics(synthetic_run):
+    model_dir, result = synthetic_run
+    assert "support" in result.stdout and "recall" in result.stdout and "precision" in result.stdout
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "recall", "precision", "f1", "support",
+                "confusion_matrix", "epoch", "step", "flags"):
+        assert key in metrics, key
+    num_classes = len(metrics["support"])
+    assert len(metrics["recall"]) == len(metrics["precision"]) == num_classes
+    assert np.asarray(metrics["confusion_matrix"]).shape == (num_classes, num_classes)
+    assert sum(metrics["support"]) == int(np.asarray(metrics["confusion_matrix"]).sum())
+    assert metrics["epoch"] == 2 and metrics["step"] > 0
+    assert metrics["flags"]["epochs"] == 2
+    # Better than chance on the built-in data after two epochs.
+    assert metrics["balanced_accuracy"] > 1.5 / num_classes
+    assert (model_dir / "train").is_dir() and (model_dir / "eval").is_dir()
+    assert (model_dir / "checkpoints" / "checkpoint").is_file()
+
+
+def test_exported_model_matches_in_a_fresh_process(synthetic_run):
+    model_dir, _ = synthetic_run
+    export_dir = model_dir / "export"
+    assert (export_dir / "saved_model.pb").is_file()
+    script = (
+        "import json, sys, numpy as np, tensorflow as tf\n"
+        "from trainer import data\n"
+        "bundle = data.load_data('synthetic', seed=0)\n"
+        "x, y = next(iter(bundle.eval.dataset(64, shuffle=False, seed=0)))\n"
+        f"serve = tf.saved_model.load({str(export_dir)!r}).signatures['serving_default']\n"
+        "out = serve(features=x)\n"
+        "print(json.dumps({'p': out['probabilities'].numpy().tolist(), 'x': x.numpy().tolist(),"
+        " 'c': out['class_id'].numpy().tolist(), 'n': [s.decode() for s in out['class_name'].numpy()]}))\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    probabilities = np.asarray(served["p"])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert served["c"] == probabilities.argmax(axis=1).tolist()
+
+    import keras
+    from trainer import Trainer
+    from trainer.models import build_model
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    num_classes = len(metrics["support"])
+    assert served["n"] == [metrics["class_names"][c] for c in served["c"]]
+    features = np.asarray(served["x"], np.float32)
+    # The checkpoint restored into a Trainer predicts what the SavedModel serves.
+    from trainer import data
+    bundle = data.load_data("synthetic", seed=0)
+    trainer = Trainer(model=lambda: build_model(None, bundle.train.input_shape, num_classes,
+                                                feature_mean=bundle.feature_mean,
+                                                feature_variance=bundle.feature_variance),
+                      optimizer=lambda: keras.optimizers.Adam(1e-3), num_classes=num_classes,
+                      model_dir=str(model_dir))
+    np.testing.assert_allclose(trainer.predict(features), probabilities, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_resumes_from_checkpoint(synthetic_run, tmp_path):
+    model_dir, _ = synthetic_run
+    first = json.loads((model_dir / "metrics.json").read_text())
+    result = run_cli(f"--model_dir={model_dir}", "--epochs=3", "--steps_per_loop=20", "--export_dir=none")
+    assert result.returncode == 0, result.stderr[-3000:]
+    second = json.loads((model_dir / "metrics.json").read_text())
+    assert second["epoch"] == 3
+    assert second["step"] == first["step"] * 3 // 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--reweighting=manual", "--class_weights=1,2"], "--class_weights"),
+    (["--reweighting=target_class", "--target_class=99"], "--target_class=99"),
+    (["--reweighting=manual"], "needs --class_weights"),
+    (["--loss=hinge"], "--loss"),
+    (["--dataset=parquet:x"], "--dataset"),
+])
+def test_bad_flags_exit_nonzero_without_traceback(args, message, tmp_path):
+    result = run_cli(f"--model_dir={tmp_path / 'bad'}", "--epochs=1", *args, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "bad" / "checkpoints").exists()

@@ -1,0 +1,71 @@
+"""Two real worker processes on 127.0.0.1 with --strategy=multi_worker against one process.
+
+Both workers run `python -m trainer.main --strategy=multi_worker` with a
+TF_CONFIG naming free ports; a third process trains with the default strategy
+and the same global batch. Bounded in time; every process is reaped.
+"""
+
+import json
+import os
+import re
+import time
+
+import numpy as np
+
+from cli_processes import (checkpoint_values, cli_env, free_ports, model_weights, read_log, reap,
+                           start_cli, tf_config, wait_all, write_npz)
+
+TIME_LIMIT_S = 240
+
+
+def _event_file_pids(model_dir):
+    pids = set()
+    for root, _, files in os.walk(model_dir):
+        for name in files:
+            match = re.match(r"events\.out\.tfevents\.\d+\.[^.]+\.(\d+)\.", name)
+            if match:
+                pids.add(int(match.group(1)))
+    return pids
+
+
+def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path):
+    data = write_npz(tmp_path / "data.npz", num_examples=400)
+    common = [f"--dataset=npz:{data}", "--epochs=2", "--batch_size=32", "--steps_per_loop=5",
+              "--seed=3", "--export_dir=none", "--verbosity=1"]
+    cluster_dir, single_dir = tmp_path / "cluster", tmp_path / "single"
+    ports = free_ports(2)
+    processes = []
+    try:
+        for index in range(2):
+            processes.append(start_cli(
+                ["--strategy=multi_worker", f"--model_dir={cluster_dir}", *common],
+                env=cli_env(TF_CONFIG=tf_config(ports, index)), log_path=tmp_path / f"worker{index}.log"))
+        processes.append(start_cli([f"--model_dir={single_dir}", *common],
+                                   log_path=tmp_path / "single.log"))
+        codes = wait_all(processes, time.monotonic() + TIME_LIMIT_S)
+    finally:
+        reap(processes)
+    logs = [read_log(tmp_path / name) for name in ("worker0.log", "worker1.log", "single.log")]
+    for code, log in zip(codes, logs):
+        assert code == 0, log[-3000:]
+
+    # Both workers end with the same model (fingerprints logged by every worker).
+    fingerprints = [re.findall(r"weights fingerprint (\w+)", log) for log in logs[:2]]
+    assert fingerprints[0] and fingerprints[0] == fingerprints[1], fingerprints
+
+    # ... which equals one process's with the same global batch.
+    cluster, single = checkpoint_values(cluster_dir / "checkpoints"), checkpoint_values(single_dir / "checkpoints")
+    step_key = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
+    assert int(cluster[step_key]) == int(single[step_key]) > 0
+    for key, value in model_weights(single).items():
+        np.testing.assert_allclose(cluster[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    cluster_metrics = json.loads((cluster_dir / "metrics.json").read_text())
+    single_metrics = json.loads((single_dir / "metrics.json").read_text())
+    assert cluster_metrics["confusion_matrix"] == single_metrics["confusion_matrix"]
+    assert cluster_metrics["step"] == single_metrics["step"]
+
+    # Only the chief (worker 0) wrote files: events, metrics.json; the other
+    # worker's temporary checkpoint directory is gone.
+    assert "Wrote" in logs[0] and "Wrote" not in logs[1]
+    assert not (cluster_dir / "workers").exists()
+    assert _event_file_pids(cluster_dir) == {processes[0].pid}

@@ -1,0 +1,179 @@
+"""Tests of the recall-target rule and its controller: the update, replicas, resume, effect."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from callbacks import RecallTarget, RecallTargetController
+from losses.rules import TrainingContext
+from trainer import Trainer
+
+NUM_CLASSES = 3
+NUM_FEATURES = 4
+
+
+def built(rule, num_classes=NUM_CLASSES):
+    rule.build(num_classes)
+    return rule
+
+
+def test_target_class_step_raises_the_weight_while_recall_is_short():
+    rule = built(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0, smoothing=0.0))
+    weights = rule.update([0.8, 0.9, 0.5])
+    multipliers = rule.multipliers.numpy()
+    np.testing.assert_allclose(multipliers, [1.0, 1.0, np.exp(2.0 * (0.5 - 0.1))], rtol=1e-6)
+    np.testing.assert_allclose(weights, multipliers * 3 / multipliers.sum(), rtol=1e-6)
+    np.testing.assert_allclose(rule.class_weights().numpy(), weights)
+    # Above the target, the multiplier comes back down (precision is given back).
+    rule.update([0.8, 0.9, 1.0])
+    assert rule.multipliers.numpy()[2] == pytest.approx(np.exp(0.8) * np.exp(-0.2), rel=1e-6)
+    assert int(rule.num_updates.numpy()) == 2
+
+
+def test_smoothing_floor_cap_and_missing_classes():
+    rule = built(RecallTarget(target_class=0, target_recall=1.0, step_size=10.0, smoothing=0.5,
+                              max_weight=4.0, min_weight=0.5))
+    rule.update([0.0, np.nan, 1.0])
+    np.testing.assert_allclose(rule.smoothed_miss_rate.numpy()[[0, 2]], [1.0, 0.0])
+    assert np.isnan(rule.smoothed_miss_rate.numpy()[1]), "an absent class keeps no measurement"
+    assert rule.multipliers.numpy()[0] == pytest.approx(4.0), "capped"
+    rule.update([1.0, 0.5, 1.0])
+    np.testing.assert_allclose(rule.smoothed_miss_rate.numpy(), [0.5, 0.5, 0.0])
+    at_target = built(RecallTarget(target_class=0, target_recall=0.8, smoothing=0.0))
+    at_target.update([0.8, 0.1, 0.1])
+    assert at_target.multipliers.numpy()[0] == pytest.approx(1.0), "recall at the target: no move"
+    overshoot = built(RecallTarget(target_class=0, target_recall=0.5, step_size=10.0,
+                                   smoothing=0.0, min_weight=0.5))
+    overshoot.update([1.0, 1.0, 1.0])
+    assert overshoot.multipliers.numpy()[0] == pytest.approx(0.5), "floored"
+
+
+def test_worst_class_mode_moves_weight_to_the_worst_classes():
+    counts = [600, 300, 100]
+    rule = built(RecallTarget(mode="worst_class", class_counts=counts, step_size=1.0,
+                              smoothing=0.0))
+    initial = rule.class_weights().numpy()
+    np.testing.assert_allclose(initial, (1 / np.array(counts)) * 3 / (1 / np.array(counts)).sum(),
+                               rtol=1e-6)
+    rule.update([0.9, 0.5, 0.7])
+    multipliers = rule.multipliers.numpy()
+    assert multipliers[1] > multipliers[2] > multipliers[0]
+    assert multipliers.mean() == pytest.approx(1.0, rel=1e-5)
+    assert rule.get_config()["mode"] == "worst_class"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "mode must be one of"),
+    ({"target_class": 1}, "target_recall must be a positive number"),
+    ({"target_class": 1, "target_recall": 1.5}, "at most 1"),
+    ({"mode": "worst_class", "target_class": 1}, "takes no target_class"),
+    ({"target_class": 1, "target_recall": 0.9, "smoothing": 1.0}, "smoothing must be in"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RecallTarget(**kwargs)
+
+
+def make_data(num_examples, seed, minority=2):
+    """Three overlapping classes; the minority class is rare and hard."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(NUM_CLASSES, size=num_examples, p=[0.6, 0.3, 0.1]).astype(np.int32)
+    centers = np.array([[0, 0, 0, 0], [2, 0, 0, 0], [0.8, 0.8, 0, 0]], np.float32)
+    features = centers[labels] + rng.normal(size=(num_examples, NUM_FEATURES)).astype(np.float32)
+    return features, labels
+
+
+def make_dataset(features, labels, batch_size=64):
+    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+
+
+def make_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((NUM_FEATURES,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(NUM_CLASSES)])
+
+
+def test_controller_under_mirrored_strategy_keeps_replicas_identical():
+    devices = tf.config.list_logical_devices("CPU")
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    train = make_dataset(*make_data(256, seed=0))
+    held_out = make_dataset(*make_data(128, seed=1))
+    rule = RecallTarget(target_class=2, target_recall=0.9, step_size=2.0)
+    history = keras.callbacks.History()  # sees the logs after the controller added to them
+    trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, strategy=strategy, seed=0,
+                      reweighting=rule, callbacks=[rule.controller(), history], steps_per_loop=2)
+    trainer.fit(train, epochs=2, validation_data=held_out)
+    history = history.history
+    assert int(rule.num_updates.numpy()) == 2
+    replicas = [v.numpy() for v in rule.weights.values]
+    assert len(replicas) == 2
+    np.testing.assert_array_equal(replicas[0], replicas[1])
+    assert history["class_weight/2"][-1] == pytest.approx(float(replicas[0][2]))
+    assert history["class_weight/2"][-1] > 1.0, "the target class is short of 0.9 recall"
+    # The step uses the moved weights on every replica.
+    context = TrainingContext(epoch=tf.constant(0, tf.int64), step=tf.constant(0, tf.int64))
+    grads = strategy.run(lambda: rule(tf.constant([2, 0]), tf.zeros([2, 3]), tf.ones([2, 3]), context))
+    for replica_grads in strategy.experimental_local_results(grads):
+        np.testing.assert_allclose(replica_grads.numpy()[0], replicas[0][2])
+
+
+def test_controller_state_is_checkpointed_and_resumed(tmp_path):
+    train = make_dataset(*make_data(192, seed=0))
+    held_out = make_dataset(*make_data(96, seed=1))
+
+    def run(directory, epochs):
+        rule = RecallTarget(target_class=2, target_recall=0.9)
+        trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, seed=0, reweighting=rule,
+                          model_dir=str(directory),
+                          callbacks=[rule.controller(validation_data=held_out)])
+        trainer.fit(train, epochs=epochs)
+        return rule, trainer
+
+    straight, straight_trainer = run(tmp_path / "straight", 4)
+    run(tmp_path / "resumed", 2)
+    resumed, resumed_trainer = run(tmp_path / "resumed", 4)
+    assert int(resumed.num_updates.numpy()) == int(straight.num_updates.numpy()) == 4
+    for name in ("multipliers", "smoothed_miss_rate", "weights"):
+        np.testing.assert_allclose(getattr(resumed, name).numpy(), getattr(straight, name).numpy(),
+                                   rtol=1e-5, err_msg=name)
+    for a, b in zip(straight_trainer.model.weights, resumed_trainer.model.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_update_every_steps_and_missing_held_out_recall():
+    train = make_dataset(*make_data(256, seed=0), batch_size=32)  # 8 steps per epoch
+    held_out = make_dataset(*make_data(96, seed=1))
+    rule = RecallTarget(target_class=2, target_recall=0.9)
+    trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, seed=0, reweighting=rule,
+                      steps_per_loop=2,
+                      callbacks=[rule.controller(validation_data=held_out, update_every=4)])
+    trainer.fit(train, epochs=2)
+    assert int(rule.num_updates.numpy()) == 4
+    assert int(rule.last_update_step.numpy()) == 16
+
+    other = RecallTarget(target_class=2, target_recall=0.9)
+    trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, reweighting=other,
+                      callbacks=[RecallTargetController(other)])
+    with pytest.raises(ValueError, match="needs held-out per-class recall"):
+        trainer.fit(train, epochs=1)
+    with pytest.raises(ValueError, match="update_every needs validation_data"):
+        RecallTargetController(other, update_every=5)
+
+
+def test_controller_raises_the_target_class_recall():
+    train = make_dataset(*make_data(1200, seed=0))
+    features, labels = make_data(600, seed=1)
+    held_out = make_dataset(features, labels)
+
+    def target_recall(rule):
+        callbacks = [rule.controller(validation_data=held_out)] if rule is not None else []
+        trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, seed=0, reweighting=rule,
+                          optimizer=lambda: keras.optimizers.Adam(0.01), callbacks=callbacks)
+        trainer.fit(train, epochs=6)
+        return trainer.evaluate(held_out)["recall/2"]
+
+    plain = target_recall(None)
+    controlled = target_recall(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0))
+    assert plain < 0.6
+    assert controlled > plain + 0.2

@@ -1,0 +1,194 @@
+"""The `tfrecord:GLOB` source: tf.train.Example records with a float feature vector and an int64 label.
+
+Files matching the glob (or every file in a directory) are read in sorted order, streamed and
+parsed in batches with `parse_example`; keys are `--feature_key` and `--label_key`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from . import stats, streaming
+from .errors import InputDataError, describe_location, tf_message
+from .labels import LabelSpace
+from .stats import SplitCounter, StreamSummary
+
+
+def expand(pattern: str) -> List[str]:
+    """Sorted files matching a glob, or in a directory.
+
+    Raises:
+      InputDataError: If nothing matches.
+    """
+    if os.path.isdir(pattern):
+        files = [os.path.join(pattern, f) for f in sorted(os.listdir(pattern))]
+        files = [f for f in files if os.path.isfile(f)]
+    else:
+        files = sorted(f for f in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(f))
+    if not files:
+        raise InputDataError(f"tfrecord:{pattern}: no files match {pattern!r}")
+    return files
+
+
+def _kind(feature: tf.train.Feature) -> str:
+    return feature.WhichOneof("kind") or "empty"
+
+
+def _check_example(example: tf.train.Example, path: str, record: int, feature_key: str,
+                   label_key: str, feature_dim: Optional[int]) -> int:
+    """Checks one example; returns its feature length.
+
+    Raises:
+      InputDataError: Naming file, record, key and what was found.
+    """
+    features = example.features.feature
+    keys = sorted(features.keys())
+    for key, flag in ((feature_key, "--feature_key"), (label_key, "--label_key")):
+        if key not in features:
+            raise InputDataError(
+                f"missing key {key!r} ({flag}): {describe_location(path, row=record)}; "
+                f"the record has keys {keys}")
+    f = features[feature_key]
+    if _kind(f) != "float_list":
+        raise InputDataError(
+            f"feature {feature_key!r} must be a float_list: {describe_location(path, row=record)} "
+            f"has a {_kind(f)}")
+    values = np.asarray(f.float_list.value, dtype=np.float32)
+    if feature_dim is not None and len(values) != feature_dim:
+        raise InputDataError(
+            f"ragged record: {describe_location(path, row=record, column=feature_key)} has "
+            f"{len(values)} values, the first record has {feature_dim}")
+    if len(values) == 0:
+        where = describe_location(path, row=record, column=feature_key)
+        raise InputDataError(f"empty feature vector: {where}")
+    lab = features[label_key]
+    if _kind(lab) != "int64_list" or len(lab.int64_list.value) != 1:
+        shown = list(getattr(lab, _kind(lab)).value)[:5] if _kind(lab) != "empty" else []
+        where = describe_location(path, row=record, column=label_key, value=shown)
+        raise InputDataError(f"label {label_key!r} must be one int64: {where} ({_kind(lab)})")
+    return len(values)
+
+
+def _records(path: str, start: int, count: int):
+    for i, rec in enumerate(tf.data.TFRecordDataset(path).skip(start).take(count)):
+        yield start + i + 1, rec.numpy()
+
+
+def _first_feature_dim(files: List[str], feature_key: str, label_key: str) -> int:
+    for path in files:
+        try:
+            for record, raw in _records(path, 0, 1):
+                return _check_example(tf.train.Example.FromString(raw), path, record,
+                                      feature_key, label_key, None)
+        except tf.errors.DataLossError as e:
+            raise InputDataError(
+                f"file {path!r}: not a TFRecord file or corrupted: {tf_message(e)}") from None
+        except Exception as e:  # DecodeError from protobuf
+            if isinstance(e, InputDataError):
+                raise
+            raise InputDataError(f"file {path!r}, row 1: not a tf.train.Example: {e}") from None
+    raise InputDataError(f"no records in {files!r}: every file is empty")
+
+
+def _parser(feature_key: str, label_key: str, feature_dim: int):
+    spec = {feature_key: tf.io.FixedLenFeature([feature_dim], tf.float32),
+            label_key: tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        return parsed[feature_key], parsed[label_key]
+    return parse
+
+
+def _locate(path: str, start: int, error: tf.errors.OpError, feature_key: str, label_key: str,
+            feature_dim: int) -> InputDataError:
+    """Finds the bad record in the batch starting at record `start` (0-based) of `path`."""
+    try:
+        for record, raw in _records(path, start, streaming.STATS_BATCH):
+            _check_example(tf.train.Example.FromString(raw), path, record, feature_key,
+                           label_key, feature_dim)
+    except InputDataError as e:
+        return e
+    except tf.errors.DataLossError as e:
+        return InputDataError(f"file {path!r}: corrupted after record {start}: {tf_message(e)}")
+    except Exception as e:  # protobuf DecodeError
+        return InputDataError(f"file {path!r}: a record after record {start} is not a tf.train.Example: {e}")
+    return InputDataError(f"file {path!r}: cannot parse records {start + 1}-{start + streaming.STATS_BATCH}: "
+                          f"{tf_message(error)}")
+
+
+def scan(pattern: str, *, feature_key: str, label_key: str, validation_split: Optional[float],
+         seed: int, known: Optional[LabelSpace] = None, num_classes: Optional[int] = None,
+         cache_dir: Optional[str] = None) -> Tuple[StreamSummary, List[str]]:
+    """One streaming pass over every file: validates records, counts classes, split and moments.
+
+    Args: as `csv_source.scan`, with the glob `pattern` and the example keys.
+
+    Returns:
+      (summary, files).
+
+    Raises:
+      InputDataError: At the first bad record (file and 1-based record number).
+    """
+    files = expand(pattern)
+    key = {"kind": "tfrecord", "files": stats.file_signature(files), "feature_key": feature_key,
+           "label_key": label_key, "validation_split": validation_split, "seed": seed,
+           "num_classes": num_classes, "known": None if known is None else [known.mode, known.names]}
+    cached = stats.load_cached(cache_dir, key)
+    if cached is not None:
+        return cached, files
+    dim = _first_feature_dim(files, feature_key, label_key)
+    parse = _parser(feature_key, label_key, dim)
+    counter = SplitCounter(validation_split, seed, moments=known is None)
+    bounds: List[Tuple[int, str]] = []  # (global row offset, file)
+    offset = 0
+    for path in files:
+        bounds.append((offset, path))
+        batches = (tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(streaming.STATS_BATCH)
+                   .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                   .prefetch(2))
+
+        def visit(start: int, batch: tuple, path=path, offset=offset) -> None:
+            x, y = batch
+            bad = stats.first_nonfinite(x)
+            if bad is not None:
+                r, c = bad
+                where = describe_location(path, row=start + r + 1, column=f"{feature_key}[{c}]",
+                                          value=float(x[r, c]))
+                raise InputDataError(f"NaN or infinite feature: {where}")
+            uniq, inverse = streaming.group_labels(y)
+            counter.add(x, uniq, inverse, offset + start + 1)
+
+        offset += streaming.scan_batches(
+            batches, streaming.STATS_BATCH,
+            lambda s, e, path=path: _locate(path, s, e, feature_key, label_key, dim), visit)
+    if offset == 0:
+        raise InputDataError(f"no records in {files!r}")
+
+    def where(row: int) -> Dict[str, object]:
+        start, path = max(b for b in bounds if b[0] < row)
+        return {"path": path, "row": row - start}
+
+    space = streaming.resolve_labels(counter, source=pattern, column=label_key, known=known,
+                                     num_classes=num_classes, allow_strings=False, where=where)
+    summary = streaming.summarise(counter, space, (dim,))
+    stats.store_cached(cache_dir, key, summary)
+    return summary, files
+
+
+def parsed_batches(files: List[str], feature_key: str, label_key: str, feature_dim: int):
+    """Returns a callable building the dataset of parsed (x, y) batches in file order."""
+    parse = _parser(feature_key, label_key, feature_dim)
+
+    def build() -> tf.data.Dataset:
+        def to_xy(serialized):
+            x, y = parse(serialized)
+            return x, tf.cast(y, tf.int32)
+        return (tf.data.TFRecordDataset(files, buffer_size=1 << 20)
+                .batch(streaming.PARSE_BATCH)
+                .map(to_xy, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    return build

@@ -262,8 +262,7 @@ def test_synthetic_is_long_tailed_seeded_and_learnable():
                   metrics=["accuracy"])
     model.fit(bundle.train.dataset(128, shuffle=True, seed=0), epochs=10, verbose=0, shuffle=False)
     _, accuracy = model.evaluate(bundle.eval.dataset(500, shuffle=False, seed=0), verbose=0)
-    print("balanced eval accuracy", accuracy)
-    assert accuracy > 0.6  # balanced eval: chance is 0.1, balanced training about 0.85
+    assert accuracy > 0.55  # balanced eval: chance is 0.1; this run gets about 0.65
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(fashion_mnist.DEFAULT_DIR, "train-labels-idx1-ubyte.gz")),
@@ -304,3 +303,21 @@ def test_pipelines_distribute_over_two_cpu_replicas(kind, tmp_path):
     for xb, _ in per_replica:
         seen.extend(np.concatenate([t.numpy() for t in strategy.experimental_local_results(xb)])[:, 0])
     assert sorted(seen) == sorted(collect(bundle.train)[0][:, 0])
+
+
+def test_warns_when_a_large_file_is_sorted_by_class(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(streaming, "STATS_BATCH", 500)
+    monkeypatch.setattr(streaming, "SHUFFLE_WINDOW_MAX", 256)
+    monkeypatch.setattr(streaming, "PARSE_BATCH", 256)
+    n = 6000
+    y = np.sort(np.random.default_rng(0).integers(0, 3, n))
+    x = np.arange(n, dtype=np.float32)[:, None]
+    sorted_path = write_csv(tmp_path / "sorted.csv", x, y)
+    with caplog.at_level("WARNING", logger="trainer.data.streaming"):
+        load_data(f"csv:{sorted_path}")
+    assert "looks sorted by class" in caplog.text and "sorted.csv" in caplog.text
+    caplog.clear()
+    shuffled_path = write_csv(tmp_path / "shuffled.csv", x, np.random.default_rng(1).permutation(y))
+    with caplog.at_level("WARNING", logger="trainer.data.streaming"):
+        load_data(f"csv:{shuffled_path}")
+    assert "sorted" not in caplog.text

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.strategies import new_mirrored_strategy
 from trainer.metrics import ConfusionMatrix, flatten_metrics, per_class_metrics
 
 
@@ -49,7 +50,7 @@ def test_confusion_matrix_streams_and_resets():
 
 def test_confusion_matrix_sums_across_replicas():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = new_mirrored_strategy(devices)
     with strategy.scope():
         metric = ConfusionMatrix(2)
     labels = np.array([0, 1, 1, 0, 1, 1, 1, 0], np.int32)

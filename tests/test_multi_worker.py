@@ -69,3 +69,30 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
     assert "Wrote" in logs[0] and "Wrote" not in logs[1]
     assert not (cluster_dir / "workers").exists()
     assert _event_file_pids(cluster_dir) == {processes[0].pid}
+
+
+def test_mirrored_uneven_last_batch_matches_one_device():
+    """A partial last batch splits unevenly over replicas; the loss must still use its real size."""
+    import keras
+    import tensorflow as tf
+
+    from trainer import Trainer
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(37, 6)).astype(np.float32)  # batches of 16, 16 and 5 (3 + 2)
+    labels = rng.integers(0, 3, size=37).astype(np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
+
+    def train(strategy):
+        def model():
+            keras.utils.set_random_seed(0)
+            return keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+        trainer = Trainer(model=model, optimizer=lambda: keras.optimizers.SGD(0.5), num_classes=3,
+                          strategy=strategy, seed=0, steps_per_loop=3)
+        trainer.fit(dataset, epochs=2)
+        return [v.numpy() for v in trainer.model.trainable_variables]
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
+    expected = train(tf.distribute.get_strategy())
+    for got, want in zip(train(tf.distribute.MirroredStrategy(devices)), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

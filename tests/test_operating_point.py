@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from trainer import Trainer
 from trainer.operating_point import (FILENAME, OperatingPoint, calibrate_operating_point,
-                                     choose_operating_point, operating_point_metrics, target_scores)
+                                     choose_operating_point, operating_point_metrics,
+                                     recall_lower_bound, target_scores)
 
 NUM_CLASSES = 4
 
@@ -34,7 +35,8 @@ def brute_force_best_precision(scores, is_target, target_recall):
 @pytest.mark.parametrize("kind", ["logit_offset", "threshold"])
 def test_choice_reaches_the_recall_with_the_best_precision(kind):
     logits, labels = noisy_logits()
-    point = choose_operating_point(logits, labels, target_class=1, target_recall=0.9, method=kind)
+    point = choose_operating_point(logits, labels, target_class=1, target_recall=0.9, method=kind,
+                                   confidence=0.5)
     assert point.kind == kind
     metrics = operating_point_metrics(point, logits, labels)
     assert metrics["target_recall"] >= 0.9
@@ -44,6 +46,21 @@ def test_choice_reaches_the_recall_with_the_best_precision(kind):
     assert point.validation_precision == pytest.approx(expected)
     argmax_recall = operating_point_metrics(None, logits, labels)["recall"][1]
     assert argmax_recall < 0.9 and point.offset > 0, "reaching 0.9 needs a push toward class 1"
+
+
+def test_confidence_bound_asks_for_more_recall_on_few_examples():
+    logits, labels = noisy_logits()
+    point = choose_operating_point(logits, labels, target_class=1, target_recall=0.9)
+    positives = int(np.sum(labels == 1))
+    assert point.confidence == 0.9
+    assert recall_lower_bound(round(point.validation_recall * positives), positives, 0.9) >= 0.9
+    assert point.validation_recall > choose_operating_point(
+        logits, labels, target_class=1, target_recall=0.9, confidence=0.5).validation_recall
+    few = (labels != 1) | (np.cumsum(labels == 1) <= 8)
+    with pytest.warns(UserWarning, match="too few to show recall"):
+        fallback = choose_operating_point(logits[few], labels[few], target_class=1,
+                                          target_recall=0.95)
+    assert fallback.validation_recall == 1.0
 
 
 def test_decision_rules_match_their_definitions():

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.strategies import new_mirrored_strategy
+
 import losses
 from losses import (BalancedSoftmaxCrossentropy, ClassWeights, Compose, DeferredReweighting,
                     EqualizationV2, LDAMCrossentropy, LogitAdjustedCrossentropy,
@@ -299,24 +301,11 @@ def test_rule_checkpoint_round_trip(index, tmp_path):
 
 
 def fresh_mirrored_strategy():
-    """A MirroredStrategy over two logical CPUs whose collective keys no other strategy uses.
-
-    TensorFlow gives every MirroredStrategy over the same devices the same collective group
-    and instance keys (`MirroredStrategy._collective_key_base`, "only set this in tests"),
-    so a second strategy in one process whose all-reduces have other shapes aborts with
-    "Shape mismatch in the collective instance 100". Moving the base before and after
-    keeps this strategy's keys apart from those created before and after it.
-    """
+    """A MirroredStrategy over two logical CPUs with collective keys of its own."""
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < 2:
         pytest.skip(f"needs two logical CPU devices (tests/conftest.py), have {devices}")
-    cls = tf.distribute.MirroredStrategy
-    if hasattr(cls, "_collective_key_base"):
-        cls._collective_key_base += 1000
-    strategy = cls(devices[:2])
-    if hasattr(cls, "_collective_key_base"):
-        cls._collective_key_base += 1000
-    return strategy
+    return new_mirrored_strategy(devices[:2])
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from losses.rules import ClassWeights, TargetClassWeight, TrainingContext
 from trainer import Trainer
+from trainer.strategies import new_mirrored_strategy
 
 NUM_CLASSES = 3
 NUM_FEATURES = 8
@@ -127,7 +128,7 @@ def test_mirrored_strategy_matches_default_with_adam():
         return [v.numpy() for v in trainer.model.trainable_variables], trainer
 
     default_weights, _ = train(tf.distribute.get_strategy())
-    mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    mirrored = new_mirrored_strategy([d.name for d in devices[:2]])
     mirrored_weights, mirrored_trainer = train(mirrored)
     assert mirrored_trainer.strategy.num_replicas_in_sync == 2
     for d, m in zip(default_weights, mirrored_weights):

@@ -5,12 +5,12 @@ Every flag is documented here; `--helpfull` prints them all.
 
 from absl import flags
 
+from losses.registry import DRW_RULE_NAMES, LOSS_NAMES, RULE_NAMES
 from trainer.models import MODEL_NAMES
 from trainer.strategies import STRATEGY_NAMES
 
-LOSS_NAMES = ("cross_entropy", "focal", "sigmoid_focal", "logit_adjusted", "balanced_softmax", "ldam")
-REWEIGHTING_NAMES = ("none", "manual", "inverse_frequency", "effective_number", "target_class",
-                     "drw", "eqlv2", "recall_target")
+# recall_target is built by callbacks/ (a rule plus the callback that drives it).
+REWEIGHTING_NAMES = RULE_NAMES + ("recall_target",)
 
 # Data.
 flags.DEFINE_string(
@@ -53,8 +53,11 @@ flags.DEFINE_float("target_weight", 5.0, "Gradient multiplier of --target_class.
 flags.DEFINE_float("beta", 0.9999, "Beta of --reweighting=effective_number (Cui et al. 2019).")
 flags.DEFINE_float("gamma", 2.0, "Focusing parameter of the focal losses.")
 flags.DEFINE_float("tau", 1.0, "Temperature of --loss=logit_adjusted.")
+flags.DEFINE_float("ldam_scale", 1.0,
+                   "Logit scale of --loss=ldam. The paper's 30 assumes a cosine-normalised last "
+                   "layer; the built-in models end in a plain dense layer, for which 1 fits.")
 flags.DEFINE_integer("drw_start_epoch", 5, "First epoch of the deferred rule (--reweighting=drw).")
-flags.DEFINE_enum("drw_rule", "effective_number", ["inverse_frequency", "effective_number"],
+flags.DEFINE_enum("drw_rule", "effective_number", list(DRW_RULE_NAMES),
                   "Rule that --reweighting=drw switches on.")
 
 # Recall-driven training (callbacks/cli.py says which data each part sees).
@@ -79,8 +82,9 @@ flags.DEFINE_integer("reduce_lr_patience", None,
 flags.DEFINE_float("reduce_lr_factor", 0.5, "Learning-rate factor of --reduce_lr_patience.")
 flags.DEFINE_bool("calibrate", None,
                   "After training, choose on the held-out split the logit offset or threshold "
-                  "that reaches --target_recall with the best precision; save it as "
-                  "operating_point.json (on by default when --target_recall is given).")
+                  "that reaches --target_recall (at 90% one-sided confidence) with the best "
+                  "precision; save it as operating_point.json, apply it in predict and the "
+                  "export (on by default when --target_recall is given).")
 
 # Distribution and output.
 flags.DEFINE_enum("strategy", "default", list(STRATEGY_NAMES), "tf.distribute strategy.")

@@ -77,6 +77,7 @@ def run() -> Dict[str, Any]:
     import keras
     import tensorflow as tf
 
+    from losses import warn_if_prior_counted_twice
     from losses.registry import make_loss, make_rule
     from trainer import data as data_lib
     from trainer.metrics import format_per_class_table
@@ -108,7 +109,8 @@ def run() -> Dict[str, Any]:
                          f"{num_classes} classes (0..{num_classes - 1}).")
     class_counts = bundle.train.class_counts
 
-    loss = make_loss(FLAGS.loss, class_counts=class_counts, gamma=FLAGS.gamma, tau=FLAGS.tau)
+    loss = make_loss(FLAGS.loss, class_counts=class_counts, gamma=FLAGS.gamma, tau=FLAGS.tau,
+                     scale=FLAGS.ldam_scale)
     from callbacks import cli as recall_cli
     rule = recall_cli.make_recall_target(FLAGS, class_counts) \
         if FLAGS.reweighting == "recall_target" else make_rule(
@@ -116,6 +118,8 @@ def run() -> Dict[str, Any]:
         class_weights=class_weights, beta=FLAGS.beta, target_class=FLAGS.target_class,
         target_weight=FLAGS.target_weight, drw_start_epoch=FLAGS.drw_start_epoch,
         drw_rule=FLAGS.drw_rule)
+
+    warn_if_prior_counted_twice(loss, rule)
 
     def model_factory() -> keras.Model:
         return build_model(FLAGS.model, bundle.train.input_shape, num_classes,

@@ -10,6 +10,8 @@ import dataclasses
 import json
 import math
 import os
+import statistics
+import warnings
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -69,6 +71,8 @@ class OperatingPoint:
       validation_precision: Target-class precision on the calibration data
         (under `class_prior` when one was given).
       class_prior: The class prior precision was measured under, or None.
+      confidence: The confidence of the recall constraint (0.5: point
+        estimate; see `choose_operating_point`).
     """
 
     kind: str
@@ -80,6 +84,7 @@ class OperatingPoint:
     validation_recall: float
     validation_precision: float
     class_prior: Optional[Tuple[float, ...]] = None
+    confidence: float = 0.5
 
     def offsets(self) -> np.ndarray:
         """Per-class logit offsets `[num_classes]` (zero but for the target class)."""
@@ -168,11 +173,27 @@ def _example_weights(labels: np.ndarray, num_classes: int,
     return per_class[labels]
 
 
+def recall_lower_bound(hits: np.ndarray, total: int, confidence: float) -> np.ndarray:
+    """One-sided Wilson-score lower confidence bound of a recall `hits / total`.
+
+    `confidence=0.5` returns the point estimate.
+    """
+    recall = np.asarray(hits, np.float64) / total
+    z = statistics.NormalDist().inv_cdf(confidence)
+    if z <= 0:
+        return recall
+    spread = z * np.sqrt(recall * (1.0 - recall) / total + z * z / (4.0 * total * total))
+    return (recall + z * z / (2.0 * total) - spread) / (1.0 + z * z / total)
+
+
 def _best_cutoff(scores: np.ndarray, is_target: np.ndarray, weights: np.ndarray,
-                 target_recall: float) -> Tuple[float, float, float]:
+                 target_recall: float, confidence: float) -> Tuple[float, float, float]:
     """Cut-off `c` (predict target iff score >= c) reaching the recall with the best precision.
 
-    Returns `(cutoff, recall, precision)`; ties in precision go to the higher cut-off.
+    A cut-off is feasible when the lower confidence bound of its recall
+    reaches `target_recall`; when none is (too few positives), the one that
+    catches every positive. Returns `(cutoff, recall, precision)`; ties in
+    precision go to the higher cut-off.
     """
     order = np.argsort(-scores, kind="stable")
     sorted_scores, positive, weight = scores[order], is_target[order], weights[order]
@@ -184,8 +205,13 @@ def _best_cutoff(scores: np.ndarray, is_target: np.ndarray, weights: np.ndarray,
         precision = np.where(weighted_tp + weighted_fp > 0,
                              weighted_tp / (weighted_tp + weighted_fp), 0.0)
     group_end = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    feasible = group_end & (recall >= target_recall - 1e-12)
-    candidates = np.flatnonzero(feasible)
+    bound = recall_lower_bound(true_positives, int(positive.sum()), confidence)
+    candidates = np.flatnonzero(group_end & (bound >= target_recall - 1e-12))
+    if len(candidates) == 0:
+        warnings.warn(
+            f"{int(positive.sum())} examples of the target class are too few to show recall >= "
+            f"{target_recall} at confidence {confidence}; using the cut-off that catches all of them.")
+        candidates = np.flatnonzero(group_end & (recall >= 1.0))
     best = candidates[np.argmax(precision[candidates])]  # first maximum: highest cut-off
     if best + 1 < len(sorted_scores):
         cutoff = 0.5 * (sorted_scores[best] + sorted_scores[best + 1])
@@ -196,13 +222,21 @@ def _best_cutoff(scores: np.ndarray, is_target: np.ndarray, weights: np.ndarray,
 
 def choose_operating_point(logits: np.ndarray, labels: np.ndarray, *, target_class: int,
                            target_recall: float, method: str = "auto",
-                           class_prior: Optional[Sequence[float]] = None) -> OperatingPoint:
+                           class_prior: Optional[Sequence[float]] = None,
+                           confidence: float = 0.9) -> OperatingPoint:
     """Chooses, on validation logits, the rule reaching `target_recall` with the best precision.
 
-    Among the cut-offs whose target-class recall on these examples is at
-    least `target_recall`, takes the one with the highest precision; with
+    Among the cut-offs whose target-class recall on these examples reaches
+    `target_recall` (with `confidence`: the one-sided Wilson lower bound of
+    the recall does), takes the one with the highest precision; with
     `method='auto'`, the better of the two kinds (a tie goes to
     `logit_offset`, which keeps the argmax decision).
+
+    Why a confidence bound: a held-out split has few examples of a rare
+    class (about 56 shirts in long-tailed Fashion-MNIST at IR 100), so a
+    cut-off placed exactly at 90% of them reaches 0.9 on new data only about
+    half the time. With `confidence=0.9` it does so about 90% of the time if
+    the held-out split is representative; `0.5` uses the point estimate.
 
     Args:
       logits: `[N, K]` validation logits.
@@ -213,6 +247,7 @@ def choose_operating_point(logits: np.ndarray, labels: np.ndarray, *, target_cla
       class_prior: Class prior to measure precision under (e.g. uniform when
         deployment data is balanced but validation data is long-tailed);
         None uses the validation data as it is. Recall does not depend on it.
+      confidence: In [0.5, 1).
 
     Raises:
       ValueError: naming the argument that is out of range or inconsistent.
@@ -229,6 +264,8 @@ def choose_operating_point(logits: np.ndarray, labels: np.ndarray, *, target_cla
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}.")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    if not (isinstance(confidence, (int, float)) and 0.5 <= confidence < 1.0):
+        raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}.")
     target_class = int(target_class)
     is_target = labels == target_class
     if not is_target.any():
@@ -237,13 +274,15 @@ def choose_operating_point(logits: np.ndarray, labels: np.ndarray, *, target_cla
     results = []
     for kind in (KINDS if method == "auto" else (method,)):
         cutoff, recall, precision = _best_cutoff(target_scores(logits, target_class, kind),
-                                                 is_target, weights, float(target_recall))
+                                                 is_target, weights, float(target_recall),
+                                                 float(confidence))
         threshold = None if kind == "logit_offset" else float(1.0 / (1.0 + math.exp(-cutoff)))
         results.append(OperatingPoint(
             kind=kind, target_class=target_class, num_classes=num_classes, offset=-cutoff,
             threshold=threshold, target_recall=float(target_recall), validation_recall=recall,
             validation_precision=precision,
-            class_prior=None if class_prior is None else tuple(float(p) for p in class_prior)))
+            class_prior=None if class_prior is None else tuple(float(p) for p in class_prior),
+            confidence=float(confidence)))
     return max(results, key=lambda point: point.validation_precision)
 
 
@@ -251,7 +290,7 @@ def operating_point_metrics(point: Optional[OperatingPoint], logits: np.ndarray,
                             labels: np.ndarray) -> Dict[str, Any]:
     """Metrics of the rule's decisions (argmax when `point` is None) on labelled logits.
 
-    Returns `per_class_metrics` output plus `target_recall_reached`,
+    Returns `per_class_metrics` output and `confusion_matrix`, plus
     `target_recall` and `target_precision` when a point is given.
     """
     logits = np.asarray(logits)
@@ -281,7 +320,7 @@ def labelled_logits(trainer: Any, data: tf.data.Dataset) -> Tuple[np.ndarray, np
 def calibrate_operating_point(trainer: Any, validation_data: tf.data.Dataset, *, target_class: int,
                               target_recall: float, method: str = "auto",
                               class_prior: Optional[Sequence[float]] = None,
-                              save: bool = True) -> OperatingPoint:
+                              confidence: float = 0.9, save: bool = True) -> OperatingPoint:
     """Chooses the operating point on `validation_data` and installs it in `trainer`.
 
     Sets `trainer.operating_point` (applied by `Trainer.predict` and
@@ -292,14 +331,14 @@ def calibrate_operating_point(trainer: Any, validation_data: tf.data.Dataset, *,
     Args:
       trainer: A trained `Trainer`.
       validation_data: Batched `(features, labels)` held-out data.
-      target_class, target_recall, method, class_prior: see
+      target_class, target_recall, method, class_prior, confidence: see
         `choose_operating_point`.
       save: Write the JSON file when the trainer has a `model_dir`.
     """
     logits, labels = labelled_logits(trainer, validation_data)
     point = choose_operating_point(logits, labels, target_class=target_class,
                                    target_recall=target_recall, method=method,
-                                   class_prior=class_prior)
+                                   class_prior=class_prior, confidence=confidence)
     trainer.operating_point = point
     if save and getattr(trainer, "model_dir", None):
         point.save(trainer.model_dir)

@@ -46,6 +46,29 @@ def _devices_for_mirrored() -> list:
     return [device.name for device in tf.config.list_logical_devices("CPU")]
 
 
+def new_mirrored_strategy(devices: Optional[list] = None) -> tf.distribute.MirroredStrategy:
+    """A `MirroredStrategy` whose collective keys no other strategy in the process uses.
+
+    TensorFlow gives every MirroredStrategy over the same devices the same
+    collective group and instance keys (`MirroredStrategy._collective_key_base`),
+    so a second strategy in one process whose all-reduces have other shapes
+    aborts with "Shape mismatch in the collective instance". Moving the base
+    before and after keeps this strategy's keys apart from the others'
+    (notebooks, benchmarks and tests build several).
+
+    Args:
+      devices: Device names; default the GPUs, or the logical CPUs without GPUs.
+    """
+    cls = tf.distribute.MirroredStrategy
+    movable = hasattr(cls, "_collective_key_base")
+    if movable:
+        cls._collective_key_base += 1000
+    strategy = cls(devices=devices or _devices_for_mirrored())
+    if movable:
+        cls._collective_key_base += 1000
+    return strategy
+
+
 def make_strategy(name: str, *, tpu: Optional[str] = None) -> tf.distribute.Strategy:
     """Returns the strategy called `name`.
 
@@ -62,7 +85,7 @@ def make_strategy(name: str, *, tpu: Optional[str] = None) -> tf.distribute.Stra
         device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device)
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices=_devices_for_mirrored())
+        return new_mirrored_strategy()
     if name == "multi_worker":
         from trainer.distributed import validate_tf_config
         validate_tf_config()

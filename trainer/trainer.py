@@ -251,10 +251,14 @@ class Trainer:
 
     def _labels(self, labels: tf.Tensor) -> tf.Tensor:
         labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
-        tf.debugging.assert_less(labels, self.num_classes,
-                                 message=f"labels must be < num_classes={self.num_classes}")
-        return labels
+        checks = [
+            tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
+            tf.debugging.assert_less(labels, self.num_classes,
+                                     message=f"labels must be < num_classes={self.num_classes}"),
+        ]
+        # The identity depends on the checks, so they run before any use of the labels.
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
 
     def train_step(self, batch) -> None:
         """One optimizer step on one replica's batch `(features, labels)`."""

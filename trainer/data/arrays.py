@@ -42,8 +42,9 @@ class ArrayPipeline:
         if repeat:
             indices = indices.repeat()
         indices = indices.batch(batch_size, drop_remainder=drop_remainder)
-        ds = indices.map(lambda i: (tf.gather(x, i), tf.gather(y, i)),
-                         num_parallel_calls=tf.data.AUTOTUNE)
+        gather = tf.autograph.experimental.do_not_convert(
+            lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        ds = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
 

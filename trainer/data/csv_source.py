@@ -59,6 +59,7 @@ def _decoder(num_columns: int, label_index: int):
     defaults[label_index] = tf.constant([], tf.string)
     feature_cols = [i for i in range(num_columns) if i != label_index]
 
+    @tf.autograph.experimental.do_not_convert
     def decode(lines):
         fields = tf.io.decode_csv(lines, record_defaults=defaults)
         x = tf.stack([fields[i] for i in feature_cols], axis=1)
@@ -157,6 +158,7 @@ def scan(path: str, *, label_column: str, validation_split: Optional[float], see
     space = streaming.resolve_labels(counter, source=path, column=label_column, known=known,
                                      num_classes=num_classes, allow_strings=True,
                                      where=lambda r: {"path": path, "row": r, "line": r + 1})
+    streaming.warn_if_sorted(counter, path, (len(feature_names),))
     summary = streaming.summarise(counter, space, (len(feature_names),))
     stats.store_cached(cache_dir, key, summary)
     return summary
@@ -170,6 +172,7 @@ def parsed_batches(path: str, label_column: str, space: LabelSpace):
     def build() -> tf.data.Dataset:
         to_index = space.to_indices_fn()
 
+        @tf.autograph.experimental.do_not_convert
         def parse(lines):
             x, raw = decode(lines)
             return x, to_index(raw)

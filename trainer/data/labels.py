@@ -63,6 +63,7 @@ class LabelSpace:
     def to_indices_fn(self) -> Callable[[tf.Tensor], tf.Tensor]:
         """A tensor function: raw label strings [B] -> int32 class indices [B] (-1 if unknown)."""
         if self.mode == "int":
+            @tf.autograph.experimental.do_not_convert
             def to_int(s):
                 return tf.cast(tf.strings.to_number(tf.strings.strip(s), tf.int64), tf.int32)
             return to_int
@@ -71,6 +72,7 @@ class LabelSpace:
                 tf.constant(self.names, tf.string),
                 tf.range(len(self.names), dtype=tf.int32)), default_value=-1)
 
+        @tf.autograph.experimental.do_not_convert
         def to_index(s):
             s = tf.strings.strip(s)
             is_int = tf.strings.regex_full_match(s, r"[+-]?[0-9]+")

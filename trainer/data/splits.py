@@ -115,6 +115,7 @@ def streamed_split(batches: tf.data.Dataset, num_classes: int, offsets: np.ndarr
     offsets_t = tf.constant(offsets, dtype=tf.float64)
     p = tf.constant(validation_split, dtype=tf.float64)
 
+    @tf.autograph.experimental.do_not_convert
     def step(counts, batch):
         x, y = batch
         one_hot = tf.one_hot(y, num_classes, dtype=tf.int64)

@@ -72,6 +72,7 @@ class SplitCounter:
         self.seen: Dict[str, int] = {}
         self.held: Dict[str, int] = {}
         self.first_row: Dict[str, int] = {}
+        self.batch_histograms: List[Dict[str, int]] = []
         self._offsets: Dict[str, float] = {}
         self.moments = Moments() if moments else None
 
@@ -99,6 +100,7 @@ class SplitCounter:
         per_key = np.bincount(inverse, minlength=len(uniq))
         for k, n in zip(uniq, per_key):
             self.seen[k] = self.seen.get(k, 0) + int(n)
+        self.batch_histograms.append({k: int(n) for k, n in zip(uniq, per_key)})
         if self.validation_split is None:
             mask = np.zeros(len(inverse), dtype=bool)
         else:
@@ -114,6 +116,22 @@ class SplitCounter:
         if self.moments is not None:
             self.moments.add(x[~mask])
         return mask
+
+
+def order_skew(counter: SplitCounter) -> float:
+    """Median total-variation distance between each batch's class mix and the whole stream's.
+
+    Near 0 for a file in random order; near 1 for a file sorted by class.
+    """
+    total = sum(counter.seen.values())
+    if total == 0 or len(counter.batch_histograms) < 2:
+        return 0.0
+    overall = {k: n / total for k, n in counter.seen.items()}
+    distances = []
+    for hist in counter.batch_histograms:
+        n = sum(hist.values())
+        distances.append(0.5 * sum(abs(hist.get(k, 0) / n - p) for k, p in overall.items()))
+    return float(np.median(distances))
 
 
 @dataclasses.dataclass

@@ -5,6 +5,7 @@ A source supplies parsed batches in file order; this module splits, shuffles, ba
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,7 +14,7 @@ import tensorflow as tf
 from . import splits
 from .errors import InputDataError, describe_location
 from .labels import LabelSpace, canonical_label, is_int_label
-from .stats import SplitCounter, StreamSummary
+from .stats import SplitCounter, StreamSummary, order_skew
 
 # Examples parsed per call (decode_csv / parse_example are vectorised over a batch).
 PARSE_BATCH = 4096
@@ -51,6 +52,7 @@ def window_shuffle(batches: tf.data.Dataset, window: int, seed: int) -> tf.data.
     windows = batches.rebatch(window)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
+    @tf.autograph.experimental.do_not_convert
     def permute(xy, pair):
         x, y = xy
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(y)[0]), seed=pair)
@@ -100,9 +102,13 @@ class StreamPipeline:
         if input_context is not None and input_context.num_input_pipelines > 1:
             n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
             # Row r of the split goes to pipeline r mod n (strided within each batch).
-            ds = ds.scan(tf.constant(0, tf.int64), lambda start, b: (
-                start + tf.cast(tf.shape(b[1])[0], tf.int64),
-                tuple(t[tf.cast((i - start) % n, tf.int32)::n] for t in b)))
+
+            @tf.autograph.experimental.do_not_convert
+            def take_rows(start, batch):
+                first = tf.cast((i - start) % n, tf.int32)
+                return (start + tf.cast(tf.shape(batch[1])[0], tf.int64),
+                        tuple(t[first::n] for t in batch))
+            ds = ds.scan(tf.constant(0, tf.int64), take_rows)
         if shuffle:
             ds = window_shuffle(ds, self._window, seed)
         if repeat:
@@ -217,6 +223,18 @@ def resolve_labels(counter: SplitCounter, *, source: str, column: str,
                 raise fail(f"label out of range [0, {num_classes}) set by --num_classes", name)
         k = num_classes
     return LabelSpace("int", [str(i) for i in range(k)])
+
+
+def warn_if_sorted(counter: SplitCounter, source: str, input_shape: Sequence[int]) -> None:
+    """Logs a warning when the stream looks sorted by class beyond what shuffling can mix."""
+    skew = order_skew(counter)
+    window = shuffle_window_size(input_shape) * SHUFFLE_WINDOWS
+    if skew > 0.5 and sum(counter.seen.values()) > window:
+        logging.getLogger(__name__).warning(
+            "%s looks sorted by class (median class-mix distance %.2f between %d-row blocks and "
+            "the whole file); the streamed shuffle mixes only about %d consecutive examples, "
+            "so shuffle the file on disk once for class-mixed batches.",
+            source, skew, STATS_BATCH, window)
 
 
 def summarise(counter: SplitCounter, space: LabelSpace, input_shape: Tuple[int, ...]) -> StreamSummary:

@@ -98,6 +98,7 @@ def _parser(feature_key: str, label_key: str, feature_dim: int):
     spec = {feature_key: tf.io.FixedLenFeature([feature_dim], tf.float32),
             label_key: tf.io.FixedLenFeature([], tf.int64)}
 
+    @tf.autograph.experimental.do_not_convert
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
         return parsed[feature_key], parsed[label_key]
@@ -175,6 +176,7 @@ def scan(pattern: str, *, feature_key: str, label_key: str, validation_split: Op
 
     space = streaming.resolve_labels(counter, source=pattern, column=label_key, known=known,
                                      num_classes=num_classes, allow_strings=False, where=where)
+    streaming.warn_if_sorted(counter, pattern, (dim,))
     summary = streaming.summarise(counter, space, (dim,))
     stats.store_cached(cache_dir, key, summary)
     return summary, files
@@ -185,6 +187,7 @@ def parsed_batches(files: List[str], feature_key: str, label_key: str, feature_d
     parse = _parser(feature_key, label_key, feature_dim)
 
     def build() -> tf.data.Dataset:
+        @tf.autograph.experimental.do_not_convert
         def to_xy(serialized):
             x, y = parse(serialized)
             return x, tf.cast(y, tf.int32)

@@ -9,6 +9,7 @@ import math
 from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
+from absl import logging
 
 from callbacks.monitor import ClassId, MonitorCallback
 
@@ -96,7 +97,7 @@ class RecallEarlyStopping(MonitorCallback):
                 # State restored from a checkpoint of a run this callback had
                 # stopped: the uninterrupted run is over, so train no further.
                 self.model.stop_training = True
-                tf.get_logger().info("%s had stopped this run at epoch %d; not training further.",
+                logging.info("%s had stopped this run at epoch %d; not training further.",
                                      type(self).__name__, int(self.stopped_epoch.numpy()) + 1)
             else:
                 self.stopped_epoch.assign(-1)

@@ -69,14 +69,26 @@ from typing import Any, Dict, List, Optional, Tuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-import losses  # noqa: E402
-from trainer import Trainer  # noqa: E402
-from trainer import data as data_lib  # noqa: E402
-from trainer.models import build_cnn  # noqa: E402
+# TensorFlow, Keras and the framework are imported on first use (`_tf`), so that
+# `--table_only` and a rerun with nothing left to train start in a fraction of a second.
+keras = tf = losses = Trainer = data_lib = build_cnn = None
+
+
+def _tf() -> None:
+    global keras, tf, losses, Trainer, data_lib, build_cnn
+    if keras is not None:
+        return
+    import keras as keras_module
+    import tensorflow as tf_module
+
+    import losses as losses_module
+    from trainer import Trainer as trainer_class
+    from trainer import data as data_module
+    from trainer.models import build_cnn as build_cnn_function
+    keras, tf, losses, Trainer = keras_module, tf_module, losses_module, trainer_class
+    data_lib, build_cnn = data_module, build_cnn_function
 
 RAREST_CLASS = 9
 KERAS_METHODS = ("keras_ce", "keras_class_weight", "keras_focal")
@@ -201,6 +213,7 @@ class Data:
     """One (IR, seed): the long-tailed pool (train) and the balanced test set (eval)."""
 
     def __init__(self, imbalance_ratio: float, seed: int, args: argparse.Namespace):
+        _tf()
         self.bundle = data_lib.load_data("fashion_mnist_lt", eval_dataset="fashion_mnist_lt",
                                          imbalance_ratio=imbalance_ratio, data_dir=args.data_dir,
                                          seed=seed)
@@ -214,13 +227,13 @@ class Data:
         self.test_features = test.map(lambda x, y: x)
         self.test_labels = np.concatenate([y.numpy() for _, y in test])
 
-    def train_dataset(self) -> tf.data.Dataset:
+    def train_dataset(self) -> "tf.data.Dataset":
         ds = self.bundle.train.dataset(self.args.batch_size, shuffle=True, seed=self.seed)
         if self.args.max_train_examples:
             ds = ds.take(math.ceil(self.args.max_train_examples / self.args.batch_size))
         return ds
 
-    def model(self) -> keras.Model:
+    def model(self) -> "keras.Model":
         return build_cnn(self.bundle.train.input_shape, self.num_classes,
                          feature_mean=self.bundle.feature_mean,
                          feature_variance=self.bundle.feature_variance)
@@ -264,7 +277,7 @@ def our_loss_and_rule(method: str, data: Data, args: argparse.Namespace):
     return loss, rule
 
 
-def train_ours(method: str, data: Data, args: argparse.Namespace) -> Trainer:
+def train_ours(method: str, data: Data, args: argparse.Namespace) -> "Trainer":
     keras.backend.clear_session()
     keras.utils.set_random_seed(data.seed)
     loss, rule = our_loss_and_rule(method, data, args)

@@ -25,3 +25,42 @@ def test_bench_throughput_smoke(tmp_path):
     assert [r["workload"] for r in results] == ["mlp", "cnn"]
     for result in results:
         assert result["median"]["trainer"] > 0 and result["median"]["bare"] > 0
+
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def test_bench_quality_smoke(tmp_path):
+    import pytest
+
+    if not all(os.path.isfile(os.path.join(FASHION_MNIST_DIR, f)) for f in FASHION_MNIST_FILES):
+        pytest.skip(f"Fashion-MNIST files absent from {FASHION_MNIST_DIR}")
+    results = tmp_path / "results.jsonl"
+    markdown = tmp_path / "table.md"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, os.path.join(ROOT, "scripts", "bench_quality.py"), "--epochs=1",
+               "--seeds=0", "--imbalance_ratios=100", "--methods=keras_ce,cross_entropy",
+               "--max_train_examples=256", "--max_eval_examples=256",
+               f"--results={results}", f"--markdown_out={markdown}"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env,
+                               cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    out = completed.stdout
+    assert "| method | balanced accuracy | worst-class recall | class 9 recall | seeds |" in out
+    assert "| Keras `fit`, cross-entropy | " in out
+    assert "| Trainer, cross_entropy | " in out
+    assert markdown.read_text().strip() in out
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["method"] for r in rows) == ["cross_entropy", "keras_ce"]
+    for row in rows:
+        assert (row["imbalance_ratio"], row["seed"], row["epochs"]) == (100.0, 0, 1)
+        assert 0.0 <= row["worst_recall"] <= row["balanced_accuracy"] <= 1.0
+        assert len(row["recall"]) == 10
+    # A rerun with the same key trains nothing and prints the same table.
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env,
+                           cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert len(results.read_text().splitlines()) == 2
+    assert "| Trainer, cross_entropy | " in rerun.stdout

@@ -107,3 +107,47 @@ def test_bad_flags_exit_nonzero_without_traceback(args, message, tmp_path):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_evaluate_command_writes_report_for_csv_with_string_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    names = np.array(["fault", "normal", "warning"])
+    counts = {"normal": 300, "warning": 60, "fault": 20}
+    rows = []
+    for index, (name, count) in enumerate(counts.items()):
+        centre = np.array([2.0 * index, -1.0 * index, 0.5])
+        rows += [(name, *(centre + rng.normal(scale=0.6, size=3))) for _ in range(count)]
+    rng.shuffle(rows)
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("a,status,b,c\n" + "".join(
+        f"{r[1]:.4f},{r[0]},{r[2]:.4f},{r[3]:.4f}\n" for r in rows))
+    model_dir = tmp_path / "run"
+    result = run_cli(f"--model_dir={model_dir}", f"--dataset=csv:{csv_path}", "--label_column=status",
+                     "--epochs=3", "--batch_size=32", "--reweighting=inverse_frequency")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((model_dir / "metrics.json").read_text())
+    assert trained["class_names"] == sorted(names.tolist())
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "trainer.evaluate", f"--model_dir={model_dir}",
+         f"--eval_dataset=csv:{csv_path}", "--label_column=status"],
+        capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    report = json.loads((model_dir / "evaluation.json").read_text())
+    assert report["class_names"] == ["fault", "normal", "warning"]
+    assert report["support"] == [20, 300, 60]
+    matrix = np.asarray(report["confusion_matrix"])
+    assert matrix.sum() == 380 and matrix.shape == (3, 3)
+    np.testing.assert_allclose(report["recall"], np.diag(matrix) / matrix.sum(axis=1))
+    markdown = (model_dir / "evaluation.md").read_text()
+    assert "| fault | 20 |" in markdown and "balanced accuracy" in markdown
+    assert "fault" in evaluation.stdout
+
+
+def test_evaluate_command_without_an_export_is_a_clear_error(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, "-m", "trainer.evaluate", f"--model_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert result.returncode == 2
+    assert "No exported model" in result.stderr and "Traceback" not in result.stderr

@@ -200,31 +200,50 @@ TIME_LIMIT_S = 150
 EPOCHS = 6
 
 
+class _ReferenceRun:
+    """An uninterrupted --deterministic run, started at once and awaited when needed."""
+
+    def __init__(self, root, args):
+        self.dir = root / "reference"
+        self.log = root / "reference.log"
+        self.process = start_cli(args(self.dir), log_path=self.log)
+
+    def result_dir(self):
+        try:
+            (code,) = wait_all([self.process], time.monotonic() + TIME_LIMIT_S)
+        finally:
+            reap([self.process])
+        assert code == 0, read_log(self.log)[-3000:]
+        return self.dir
+
+
 @pytest.fixture(scope="module")
 def crash_setup(tmp_path_factory):
-    """The data, the command, and an uninterrupted --deterministic run of it."""
+    """The data, the command line, and the reference run (running alongside the tests)."""
     root = tmp_path_factory.mktemp("crash")
     data = write_npz(root / "data.npz", num_examples=2400, num_features=8)
+
     def args(model_dir):
         return [f"--dataset=npz:{data}", f"--epochs={EPOCHS}", "--batch_size=16",
                 "--steps_per_loop=10", "--deterministic", "--seed=5", "--export_dir=none",
-                f"--model_dir={model_dir}"]
-    process = start_cli(args(root / "reference"), log_path=root / "reference.log")
+                "--verbosity=1", f"--model_dir={model_dir}"]
+
+    reference = _ReferenceRun(root, args)
     try:
-        (code,) = wait_all([process], time.monotonic() + TIME_LIMIT_S)
+        yield root, args, reference
     finally:
-        reap([process])
-    assert code == 0, read_log(root / "reference.log")[-3000:]
-    return root, args
+        reap([reference.process])
 
 
-def _wait_for_checkpoint(directory, process, deadline, min_number=1):
-    state = directory / "checkpoints" / "checkpoint"
+def _latest_number(directory):
+    latest = tf.train.latest_checkpoint(str(directory / "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def _wait_for_checkpoint(directory, process, deadline, min_number):
     while time.monotonic() < deadline:
-        if state.exists():
-            latest = tf.train.latest_checkpoint(str(directory / "checkpoints"))
-            if latest and int(latest.rsplit("-", 1)[1]) >= min_number:
-                return
+        if (directory / "checkpoints" / "checkpoint").exists() and _latest_number(directory) >= min_number:
+            return
         if process.poll() is not None:
             pytest.fail(f"the run ended (status {process.returncode}) before it could be interrupted")
         time.sleep(0.02)
@@ -242,56 +261,47 @@ def _assert_same_result(run_dir, reference_dir):
     assert got_metrics == want_metrics
 
 
-def _run_to_end(args, log_path):
+def _interrupt(args, log_path, run_dir, signal_number, min_number):
     process = start_cli(args, log_path=log_path)
+    try:
+        _wait_for_checkpoint(run_dir, process, time.monotonic() + TIME_LIMIT_S, min_number)
+        process.send_signal(signal_number)
+        process.wait(timeout=60)
+    finally:
+        reap([process])
+    return process.returncode, read_log(log_path)
+
+
+def test_sigterm_then_sigkill_then_rerun_matches_an_uninterrupted_deterministic_run(crash_setup):
+    root, args, reference = crash_setup
+    run_dir = root / "interrupted"
+
+    # SIGTERM after the first epoch: a checkpoint in the middle of epoch 2, status 143.
+    code, log = _interrupt(args(run_dir), root / "sigterm.log", run_dir, signal.SIGTERM, min_number=1)
+    assert code == EXIT_PREEMPTED, log[-3000:]
+    assert "preempted: Stopped by SIGTERM after saving the checkpoint" in log and "Traceback" not in log
+    saved = checkpoint_values(run_dir / "checkpoints")
+    assert int(saved["epoch_step/.ATTRIBUTES/VARIABLE_VALUE"]) > 0, "expected a mid-epoch checkpoint"
+    assert not (run_dir / "metrics.json").exists()
+
+    # The same command resumes (mid-epoch); SIGKILL it two checkpoints later.
+    after_sigterm = _latest_number(run_dir)
+    code, log = _interrupt(args(run_dir), root / "sigkill.log", run_dir, signal.SIGKILL,
+                           min_number=after_sigterm + 2)
+    assert code == -signal.SIGKILL
+    assert "Resuming epoch 2 at step" in log
+    killed_at = _latest_number(run_dir)
+    assert not (run_dir / "metrics.json").exists(), "killed before the end"
+
+    # Once more: it resumes from the latest complete checkpoint and finishes.
+    process = start_cli(args(run_dir), log_path=root / "rerun.log")
     try:
         (code,) = wait_all([process], time.monotonic() + TIME_LIMIT_S)
     finally:
         reap([process])
-    return code
-
-
-def test_sigkill_then_rerun_matches_an_uninterrupted_deterministic_run(crash_setup):
-    root, args = crash_setup
-    run_dir = root / "killed"
-    process = start_cli(args(run_dir), log_path=root / "killed.log")
-    try:
-        _wait_for_checkpoint(run_dir, process, time.monotonic() + TIME_LIMIT_S, min_number=2)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        reap([process])
-    assert process.returncode == -signal.SIGKILL
-    killed_at = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    assert not (run_dir / "metrics.json").exists(), "killed before the end"
-
-    code = _run_to_end(args(run_dir), root / "killed_resumed.log")
-    log = read_log(root / "killed_resumed.log")
-    assert code == 0, log[-3000:]
-    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) != killed_at
-    _assert_same_result(run_dir, root / "reference")
-
-
-def test_sigterm_saves_exits_143_and_the_same_command_resumes(crash_setup):
-    root, args = crash_setup
-    run_dir = root / "terminated"
-    process = start_cli(args(run_dir), log_path=root / "terminated.log")
-    try:
-        _wait_for_checkpoint(run_dir, process, time.monotonic() + TIME_LIMIT_S, min_number=1)
-        time.sleep(0.3)  # into the next epoch
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    finally:
-        reap([process])
-    log = read_log(root / "terminated.log")
-    assert process.returncode == EXIT_PREEMPTED, log[-3000:]
-    assert "preempted: Stopped by SIGTERM after saving the checkpoint" in log
-    assert "Traceback" not in log
-    assert not (run_dir / "metrics.json").exists()
-
-    code = _run_to_end(args(run_dir), root / "terminated_resumed.log")
-    assert code == 0, read_log(root / "terminated_resumed.log")[-3000:]
-    _assert_same_result(run_dir, root / "reference")
+    assert code == 0, read_log(root / "rerun.log")[-3000:]
+    assert _latest_number(run_dir) > killed_at
+    _assert_same_result(run_dir, reference.result_dir())
 
 
 def _limit_file_size():
@@ -300,9 +310,9 @@ def _limit_file_size():
 
 
 def test_disk_full_during_save_is_a_clear_error_and_the_previous_checkpoint_stays(crash_setup):
-    root, args = crash_setup
+    root, args, reference = crash_setup
     run_dir = root / "disk_full"
-    shutil.copytree(root / "reference", run_dir)
+    shutil.copytree(reference.result_dir(), run_dir)
     before = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     command = [a for a in args(run_dir) if not a.startswith("--epochs")] + [f"--epochs={EPOCHS + 1}"]
     # A file size limit makes writes past it fail with EFBIG, as a full disk fails with ENOSPC.

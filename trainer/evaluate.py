@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from absl import app, flags, logging
 
-from trainer.flags import FLAGS  # noqa: F401  (the data flags are shared with training)
+from trainer.flags import FLAGS, progress_verbosity  # noqa: F401  (the data flags are shared with training)
 
 flags.DEFINE_string("report_dir", None, "Where evaluation.json/.md go (default: --model_dir).")
 
@@ -70,7 +70,7 @@ def run() -> Dict[str, Any]:
         validation_split=setting("validation_split"), label_column=setting("label_column"),
         feature_key=setting("feature_key"), label_key=setting("label_key"),
         imbalance_ratio=setting("imbalance_ratio"), data_dir=setting("data_dir"),
-        seed=setting("seed"), num_classes=len(class_names))
+        seed=setting("seed"), num_classes=len(class_names), cache_dir=model_dir)
     if list(bundle.class_names) != list(class_names):
         raise ValueError(f"The evaluation data's classes {bundle.class_names} differ from the "
                          f"model's {class_names}.")
@@ -101,7 +101,7 @@ def run() -> Dict[str, Any]:
 def main(argv: List[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.verbosity <= 0:
+    if progress_verbosity() <= 0:
         logging.set_verbosity(logging.WARNING)
     try:
         run()

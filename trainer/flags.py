@@ -108,6 +108,13 @@ flags.DEFINE_string("export_dir", None,
                     "Where the SavedModel goes (default <model_dir>/export); 'none' skips the export.")
 
 FLAGS = flags.FLAGS
-# absl's --verbosity: 1 (default here) shows a progress line per loop, 0 is silent
-# but for the final table and errors, 2 adds debug logs.
-FLAGS.set_default("verbosity", 1)
+
+
+def progress_verbosity() -> int:
+    """Verbosity of the progress line: 1 unless --verbosity is given explicitly.
+
+    absl sets --verbosity to 0 (INFO) when it is absent, so "absent" and an
+    explicit `--verbosity=0` look alike by value: `--verbosity=0` (or lower)
+    given on the command line silences the progress line and info logs.
+    """
+    return FLAGS.verbosity if FLAGS["verbosity"].present else 1

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from absl import app, logging
 
-from trainer.flags import FLAGS  # noqa: F401  (defines the flags)
+from trainer.flags import FLAGS, progress_verbosity  # noqa: F401  (defines the flags)
 
 
 class UsageError(ValueError):
@@ -90,6 +90,8 @@ def run() -> Dict[str, Any]:
     from trainer.trainer import Trainer
 
     _check_flag_combinations()
+    # TensorFlow's own INFO lines (saver internals) would drown the progress line.
+    tf.get_logger().setLevel("WARNING")
     class_weights = _parse_class_weights(FLAGS.class_weights)
     split_cpu_into_logical_devices(FLAGS.num_cpu_devices)
     strategy = make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
@@ -127,8 +129,8 @@ def run() -> Dict[str, Any]:
 
     eval_data = bundle.eval.dataset(FLAGS.batch_size, shuffle=False, seed=FLAGS.seed)
     recall = recall_cli.RecallSetup.from_flags(FLAGS, bundle, rule, eval_data, chief=is_chief(strategy))
-    progress = ProgressLogger(FLAGS.batch_size, bundle.train.num_examples // FLAGS.batch_size or None,
-                              verbosity=FLAGS.verbosity)
+    progress = ProgressLogger(FLAGS.batch_size, -(-bundle.train.num_examples // FLAGS.batch_size) or None,
+                              verbosity=progress_verbosity())
     trainer = Trainer(
         model=model_factory, callbacks=[progress, *recall.callbacks],
         optimizer=lambda: keras.optimizers.Adam(FLAGS.learning_rate),
@@ -164,14 +166,13 @@ def run() -> Dict[str, Any]:
         print(format_per_class_table(result, bundle.class_names))
         print(f"Wrote {os.path.join(FLAGS.model_dir, 'metrics.json')}; "
               f"TensorBoard: tensorboard --logdir {FLAGS.model_dir}")
-    tf.get_logger().info("Done.")
     return metrics
 
 
 def main(argv: List[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.verbosity <= 0:
+    if progress_verbosity() <= 0:
         logging.set_verbosity(logging.WARNING)
     from trainer.fault_tolerance import exit_status_for
     try:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from losses.rules import ReweightingRule, TrainingContext
 from trainer.checkpointing import RunCheckpoint
@@ -215,7 +216,7 @@ class Trainer:
             restored = self._checkpoint.restore_latest(os.path.join(self.model_dir, "checkpoints"))
             self._fault_tolerance.restored(restored)
             if restored:
-                tf.get_logger().info("Resumed from %s (epoch %d, step %d).", restored,
+                logging.info("Resumed from %s (epoch %d, step %d).", restored,
                                      int(self.epoch.numpy()), int(self.global_step.numpy()))
 
     def _checkpoint_root(self) -> str:
@@ -303,13 +304,20 @@ class Trainer:
         strategy = self.strategy
 
         @tf.function
-        def train_loop(iterator, num_steps):
+        def train_loop(iterator, num_steps, infinite=False):
+            # `infinite` (a Python bool, so each value is its own trace): the
+            # data repeat forever and `next()` cannot run out. That skips the
+            # optional, whose has-value test would put the whole step inside
+            # a `tf.cond`; data of finite or unknown length keep the optional.
             steps_done = tf.constant(0, tf.int64)
             for _ in tf.range(num_steps):
-                optional = iterator.get_next_as_optional()
-                if not optional.has_value():
-                    break
-                strategy.run(self.train_step, args=(optional.get_value(),))
+                if infinite:
+                    strategy.run(self.train_step, args=(next(iterator),))
+                else:
+                    optional = iterator.get_next_as_optional()
+                    if not optional.has_value():
+                        break
+                    strategy.run(self.train_step, args=(optional.get_value(),))
                 self.global_step.assign_add(1)
                 steps_done += 1
                 if self.nonfinite_guard.stop_requested():
@@ -368,7 +376,8 @@ class Trainer:
         if steps_per_epoch is not None and (int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1):
             raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}.")
         distributed, cardinality = self._distribute(train_data, "train_data")
-        if steps_per_epoch is None and cardinality == tf.data.INFINITE_CARDINALITY:
+        infinite = cardinality == tf.data.INFINITE_CARDINALITY
+        if steps_per_epoch is None and infinite:
             raise ValueError("train_data is infinite (it repeats): pass steps_per_epoch.")
         if validation_data is not None:
             self._distribute(validation_data, "validation_data")
@@ -395,7 +404,8 @@ class Trainer:
             while limit is None or steps < limit:
                 chunk = self.steps_per_loop if limit is None else min(self.steps_per_loop, limit - steps)
                 callbacks.on_train_batch_begin(steps)
-                done = int(self._train_loop_fn(iterator, tf.constant(chunk, tf.int64)))
+                done = int(self._train_loop_fn(iterator, tf.constant(chunk, tf.int64),
+                                               infinite=infinite))
                 steps += done
                 self._fault_tolerance.after_train_loop(epoch, steps)  # NaN/Inf, SIGTERM
                 callbacks.on_train_batch_end(steps - 1, {"loss": float(self.train_loss.result())})

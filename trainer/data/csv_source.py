@@ -55,6 +55,7 @@ def read_header(path: str, label_column: str) -> Tuple[List[str], int]:
 
 
 def _decoder(num_columns: int, label_index: int):
+    """A batch decoder: lines [B] -> (float32 features [B, F], raw label strings [B])."""
     defaults = [tf.constant([], tf.float32)] * num_columns
     defaults[label_index] = tf.constant([], tf.string)
     feature_cols = [i for i in range(num_columns) if i != label_index]
@@ -68,6 +69,7 @@ def _decoder(num_columns: int, label_index: int):
 
 
 def _lines(path: str) -> tf.data.Dataset:
+    """The data lines of the CSV (header skipped), in file order."""
     return tf.data.TextLineDataset(path, buffer_size=1 << 20).skip(1)
 
 

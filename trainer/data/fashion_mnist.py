@@ -31,6 +31,7 @@ def long_tailed_counts(imbalance_ratio: float) -> np.ndarray:
 
 
 def _read_idx(path: str, magic: int, ndim: int) -> np.ndarray:
+    """Reads a gzipped idx file (`magic` and `ndim` checked) as a uint8 array."""
     if not os.path.isfile(path):
         wanted = sorted(sum(FILES.values(), ()))
         raise InputDataError(

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
+import tensorflow as tf
 
 from . import arrays, csv_source, fashion_mnist, splits, synthetic, tfrecord_source
 from .bundle import DataBundle, DataSplit
@@ -61,6 +62,7 @@ class _Arrays:
 
 def _load_arrays(spec: DatasetSpec, *, imbalance_ratio: float, data_dir: Optional[str], seed: int,
                  num_classes: Optional[int], known: Optional[LabelSpace]) -> _Arrays:
+    """Loads an in-memory source (synthetic, fashion_mnist_lt, npz) and validates it."""
     if spec.kind in _BENCHMARKS:
         if spec.kind == "synthetic":
             x, y, xt, yt = synthetic.generate(imbalance_ratio, seed)
@@ -87,6 +89,7 @@ def _load_arrays(spec: DatasetSpec, *, imbalance_ratio: float, data_dir: Optiona
 
 
 def _moments(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance over all axes but the last."""
     m = Moments()
     m.add(x)
     return m.result()
@@ -105,6 +108,7 @@ def _check_eval_seen(train_counts: np.ndarray, eval_split: DataSplit, names: Lis
 
 
 def _require_held_out(split: DataSplit, dataset: str, p: float) -> None:
+    """Raises if the held-out split is empty."""
     if split.num_examples == 0:
         raise InputDataError(
             f"--validation_split={p} holds out no examples of --dataset={dataset} "
@@ -113,7 +117,8 @@ def _require_held_out(split: DataSplit, dataset: str, p: float) -> None:
 
 def _stream_scan(spec: DatasetSpec, p: Optional[float], *, label_column: str, feature_key: str,
                  label_key: str, seed: int, known: Optional[LabelSpace],
-                 num_classes: Optional[int], cache_dir: Optional[str]):
+                 num_classes: Optional[int], cache_dir: Optional[str]
+                 ) -> Tuple[StreamSummary, Callable[[], tf.data.Dataset]]:
     """Scans a streamed source; returns (summary, builder of parsed batches)."""
     if spec.kind == "csv":
         summary = csv_source.scan(spec.path, label_column=label_column, validation_split=p,
@@ -128,8 +133,9 @@ def _stream_scan(spec: DatasetSpec, p: Optional[float], *, label_column: str, fe
                                                    summary.input_shape[0])
 
 
-def _stream_split(name: str, summary: StreamSummary, build, counts: List[int],
-                  split) -> DataSplit:
+def _stream_split(name: str, summary: StreamSummary, build: Callable[[], tf.data.Dataset],
+                  counts: List[int], split: Optional[Tuple[np.ndarray, float, bool]]) -> DataSplit:
+    """A streamed `DataSplit`: one side (`split`) of the parsed batches `build` returns."""
     counts_arr = np.asarray(counts, dtype=np.int64)
     n = int(counts_arr.sum())
     return DataSplit(name=name, input_shape=tuple(summary.input_shape), class_counts=counts_arr,
@@ -249,6 +255,7 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
 def _describe(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], p: Optional[float],
               train: DataSplit, eval_split: DataSplit, validation: Optional[DataSplit],
               names: List[str]) -> str:
+    """The one-line description of the bundle for logs."""
     counts = train.class_counts[train.class_counts > 0]
     ratio = counts.max() / counts.min() if len(counts) else float("nan")
     if eval_spec is not None:

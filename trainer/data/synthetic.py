@@ -36,6 +36,7 @@ def long_tailed_counts(max_per_class: int, imbalance_ratio: float, num_classes: 
 
 
 def _centers() -> np.ndarray:
+    """The fixed cluster means [NUM_CLASSES, CLUSTERS_PER_CLASS, NUM_FEATURES]."""
     rng = np.random.default_rng(CENTER_SEED)
     return rng.normal(0.0, CENTER_SCALE, size=(NUM_CLASSES, CLUSTERS_PER_CLASS, NUM_FEATURES))
 

@@ -35,6 +35,7 @@ def expand(pattern: str) -> List[str]:
 
 
 def _kind(feature: tf.train.Feature) -> str:
+    """Which list a feature holds: 'float_list', 'int64_list', 'bytes_list' or 'empty'."""
     return feature.WhichOneof("kind") or "empty"
 
 
@@ -74,11 +75,13 @@ def _check_example(example: tf.train.Example, path: str, record: int, feature_ke
 
 
 def _records(path: str, start: int, count: int):
+    """Yields (1-based record number, serialized record) for `count` records from `start`."""
     for i, rec in enumerate(tf.data.TFRecordDataset(path).skip(start).take(count)):
         yield start + i + 1, rec.numpy()
 
 
 def _first_feature_dim(files: List[str], feature_key: str, label_key: str) -> int:
+    """Checks the first record of the first non-empty file; returns its feature length."""
     for path in files:
         try:
             for record, raw in _records(path, 0, 1):
@@ -95,6 +98,7 @@ def _first_feature_dim(files: List[str], feature_key: str, label_key: str) -> in
 
 
 def _parser(feature_key: str, label_key: str, feature_dim: int):
+    """A batch parser: serialized examples [B] -> (float32 [B, F], int64 labels [B])."""
     spec = {feature_key: tf.io.FixedLenFeature([feature_dim], tf.float32),
             label_key: tf.io.FixedLenFeature([], tf.int64)}
 

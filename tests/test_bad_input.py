@@ -1,0 +1,155 @@
+"""The catalogue of bad input, driven through `python -m trainer.main` as a user meets it.
+
+Every case runs against the run directory of a good, finished run: it must
+exit non-zero within a bounded time, print a message naming the problem and
+no traceback, and leave that directory as it was. The cases run in parallel
+(a few processes at a time) to keep the suite fast.
+"""
+
+import collections
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from cli_processes import REPO, cli_env, write_npz
+
+PARALLEL = 3
+CASE_TIME_LIMIT_S = 90  # generous: a loaded CI machine; a hang is what it catches
+
+
+def _files(model_dir):
+    """Every file under `model_dir` with its SHA-256."""
+    digests = {}
+    for root, _, names in os.walk(model_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as stream:
+                digests[os.path.relpath(path, model_dir)] = hashlib.sha256(stream.read()).hexdigest()
+    return digests
+
+
+def _run(args, env=None):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=REPO, env=env or cli_env(),
+                            capture_output=True, text=True, timeout=CASE_TIME_LIMIT_S)
+    return result, time.monotonic() - started
+
+
+def _write_inputs(root):
+    """The bad files, written here; returns their paths by name."""
+    good = write_npz(root / "good.npz")
+    x = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    y = np.arange(60) % 3
+    files = {"good": good}
+    np.savez(root / "label_out_of_range.npz", x=x, y=np.where(np.arange(60) == 17, 5, y))
+    files["label_out_of_range"] = str(root / "label_out_of_range.npz")
+    np.savez(root / "negative_label.npz", x=x, y=np.where(np.arange(60) == 4, -1, y))
+    files["negative_label"] = str(root / "negative_label.npz")
+    np.savez(root / "four_classes.npz", x=x, y=np.arange(60) % 4)
+    files["four_classes"] = str(root / "four_classes.npz")
+    (root / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    files["corrupt"] = str(root / "corrupt.npz")
+    (root / "empty.csv").write_text("")
+    files["empty_csv"] = str(root / "empty.csv")
+    (root / "no_label.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
+    files["no_label_csv"] = str(root / "no_label.csv")
+    (root / "nan.csv").write_text("a,b,label\n1,2,0\n3,nan,1\n5,6,0\n")
+    files["nan_csv"] = str(root / "nan.csv")
+    (root / "a_file").write_text("not a directory")
+    files["a_file"] = str(root / "a_file")
+    return files
+
+
+def _cases(files):
+    """name -> (extra args, extra env, regex the output must match)."""
+    npz = f"--dataset=npz:{files['good']}"
+    bad_config = cli_env(TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:1"]}, "task": ')
+    out_of_range_config = cli_env(TF_CONFIG=json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}))
+    return {
+        # Flags: unknown values, unknown names, ranges, combinations.
+        "unknown_strategy": ([npz, "--strategy=bogus"], None, r"--strategy=bogus: value should be one of"),
+        "unknown_loss": ([npz, "--loss=hinge"], None, r"--loss=hinge: value should be one of"),
+        "unknown_flag": ([npz, "--epochz=3"], None, r"Unknown command line flag 'epochz'"),
+        "zero_epochs": ([npz, "--epochs=0"], None, r"--epochs must be at least 1, got 0"),
+        "negative_learning_rate": ([npz, "--learning_rate=-0.1"], None, r"--learning_rate must be positive"),
+        "class_weights_without_manual": ([npz, "--class_weights=1,2,3"], None,
+                                         r"--class_weights is only used with --reweighting=manual"),
+        "tpu_without_tpu_strategy": ([npz, "--tpu=grpc://10.0.0.1:8470"], None,
+                                     r"--tpu=grpc://10.0.0.1:8470 is only used with --strategy=tpu"),
+        "wrong_class_weight_count": ([npz, "--reweighting=manual", "--class_weights=1,2"], None,
+                                     r"2 values but there are 3 classes"),
+        "non_numeric_class_weight": ([npz, "--reweighting=manual", "--class_weights=1,x,3"], None,
+                                     r"--class_weights must be comma-separated numbers"),
+        "target_class_that_does_not_exist": ([npz, "--reweighting=target_class", "--target_class=7"], None,
+                                             r"--target_class=7 does not exist"),
+        # Data.
+        "label_out_of_range": ([f"--dataset=npz:{files['label_out_of_range']}", "--num_classes=3"], None,
+                               r"label out of range \[0, 3\).*row 18.*value 5"),
+        "negative_label": ([f"--dataset=npz:{files['negative_label']}"], None, r"negative label.*row 5"),
+        "corrupt_file": ([f"--dataset=npz:{files['corrupt']}"], None, r"cannot read as \.npz"),
+        "empty_file": ([f"--dataset=csv:{files['empty_csv']}"], None, r"empty file"),
+        "missing_label_column": ([f"--dataset=csv:{files['no_label_csv']}"], None, r"no label column 'label'"),
+        "nan_feature": ([f"--dataset=csv:{files['nan_csv']}"], None, r"NaN or infinite feature.*row 2"),
+        "missing_file": (["--dataset=npz:/no/such/file.npz"], None, r"not found: '/no/such/file.npz'"),
+        # The run directory and the cluster.
+        "incompatible_checkpoint": ([f"--dataset=npz:{files['four_classes']}"], None,
+                                    r"does not match this model"),
+        "unwritable_model_dir": ([npz, f"--model_dir={files['a_file']}/run"], None,
+                                 r"--model_dir=.*a_file/run cannot be written"),
+        "tf_config_not_json": ([npz, "--strategy=multi_worker"], bad_config, r"TF_CONFIG is not valid JSON"),
+        "tf_config_index_out_of_range": ([npz, "--strategy=multi_worker"], out_of_range_config,
+                                         r"TF_CONFIG: task index 3 is out of range"),
+    }
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    """Runs every case (in parallel) against a finished run; returns the outcomes."""
+    root = tmp_path_factory.mktemp("bad_input")
+    files = _write_inputs(root)
+    model_dir = root / "run"
+    base = [f"--model_dir={model_dir}", "--epochs=1", "--batch_size=64", "--export_dir=none"]
+    good, _ = _run(base + [f"--dataset=npz:{files['good']}"])
+    assert good.returncode == 0, good.stderr[-3000:]
+    before = _files(model_dir)
+
+    cases = _cases(files)
+
+    def run_case(name):
+        args, env, _ = cases[name]
+        return name, _run(base + args, env)
+
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        outcomes = dict(pool.map(run_case, sorted(cases)))
+    return cases, outcomes, model_dir, before
+
+
+CASE_NAMES = sorted(_cases(collections.defaultdict(str)))
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bad_input_exits_nonzero_with_a_message_and_no_traceback(catalogue, name):
+    cases, outcomes, _, _ = catalogue
+    (result, seconds), pattern = outcomes[name], cases[name][2]
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert re.search(pattern, output, flags=re.DOTALL), f"{pattern!r} not in:\n{result.stderr[-2000:]}"
+    assert seconds < CASE_TIME_LIMIT_S
+
+
+def test_bad_input_leaves_the_run_directory_intact(catalogue):
+    _, _, model_dir, before = catalogue
+    after = _files(model_dir)
+    changed = sorted(path for path, digest in before.items() if after.get(path) != digest)
+    assert changed == [], f"files changed or removed by bad runs: {changed}"
+    assert sorted(set(after) - set(before)) == []

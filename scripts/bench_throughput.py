@@ -20,6 +20,12 @@ prints examples/s per method and the ratios Trainer/Keras-fit and
 Trainer/bare as medians over the rounds, as a Markdown table, then the raw
 per-round numbers.
 
+On a shared machine other processes take cores away at random; the report
+says how many cores they kept busy in each round, and repeats the table in
+examples per CPU-second of this process, which they disturb much less (a
+cross-check; the targets are on examples/s). `--threads 1` makes that
+CPU-time figure exact (no thread-pool spinning).
+
 Usage:
   TF_CPP_MIN_LOG_LEVEL=2 python scripts/bench_throughput.py --rounds 5 \
       --json_out bench.json
@@ -34,7 +40,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Run from a checkout, installed or not: the repository root comes first.
@@ -76,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cnn_batch_size", type=int, default=128)
     parser.add_argument("--dataset_batches", type=int, default=32,
                         help="Distinct batches in the cached synthetic dataset.")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra- and inter-op threads; 0 keeps its default (all cores).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json_out", default=None, help="Also write all numbers to this JSON file.")
     parser.add_argument("--smoke", action="store_true",
@@ -92,6 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--rounds must be at least 1, got {args.rounds}.")
     if args.steps_per_loop < 1:
         parser.error(f"--steps_per_loop must be at least 1, got {args.steps_per_loop}.")
+    if args.threads < 0:
+        parser.error(f"--threads must be non-negative, got {args.threads}.")
     if args.steps < 0:
         parser.error(f"--steps must be non-negative, got {args.steps}.")
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -228,17 +238,30 @@ def _busy_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(method, steps: int):
-    """Runs `steps` steps; returns (wall seconds, cores other processes kept busy meanwhile)."""
-    busy, own = _busy_cpu_seconds(), sum(os.times()[:2])
+def timed(method, steps: int) -> Dict[str, float]:
+    """Runs `steps` steps of `method`.
+
+    Returns its wall seconds, the CPU seconds this process used meanwhile (all
+    its threads), and how many cores other processes kept busy meanwhile.
+    """
+    busy, cpu = _busy_cpu_seconds(), time.process_time()
     start = time.perf_counter()
     method.run(steps)
     seconds = time.perf_counter() - start
-    others = (_busy_cpu_seconds() - busy) - (sum(os.times()[:2]) - own)
-    return seconds, max(0.0, others) / seconds
+    cpu = time.process_time() - cpu
+    others = max(0.0, (_busy_cpu_seconds() - busy) - cpu) / seconds
+    return {"seconds": seconds, "cpu_seconds": cpu, "other_cores": others}
 
 
 # ------------------------------------------------------------------ bench
+
+
+def _with_ratios(rates: Dict[str, float], spes: Sequence[int]) -> Dict[str, float]:
+    rates = dict(rates)
+    rates["keras_fit"] = max(rates[f"keras_fit_spe{s}"] for s in spes)
+    rates["trainer/keras_fit"] = rates["trainer"] / rates["keras_fit"]
+    rates["trainer/bare"] = rates["trainer"] / rates["bare"]
+    return rates
 
 
 def bench_workload(name: str, args: argparse.Namespace) -> Dict:
@@ -254,76 +277,88 @@ def bench_workload(name: str, args: argparse.Namespace) -> Dict:
     warmup_seconds = {}
     for method in methods:
         method.run(warmup_steps)  # traces
-        warmup_seconds[method.name] = timed(method, warmup_steps)[0]  # warm; sizes --steps 0
+        warmup_seconds[method.name] = timed(method, warmup_steps)["seconds"]  # sizes --steps 0
     steps = args.steps
     if not steps:
-        per_step = warmup_seconds["trainer"] / warmup_steps
+        per_step = min(warmup_seconds.values()) / warmup_steps
         loops = max(1, int(round(args.seconds / per_step / args.steps_per_loop)))
         steps = loops * args.steps_per_loop
     print(f"[{name}] batch {batch_size}, {steps} steps per measurement, {args.rounds} rounds",
           file=sys.stderr, flush=True)
 
-    rounds: List[Dict[str, float]] = []
+    rounds: List[Dict] = []
     for index in range(args.rounds):
-        throughput, background = {}, []
+        wall, cpu, others = {}, {}, []
         for method in methods:
-            seconds, others = timed(method, steps)
-            throughput[method.name] = steps * batch_size / seconds
-            background.append(others)
-        throughput["keras_fit"] = max(throughput[f"keras_fit_spe{s}"] for s in spes)
-        throughput["trainer/keras_fit"] = throughput["trainer"] / throughput["keras_fit"]
-        throughput["trainer/bare"] = throughput["trainer"] / throughput["bare"]
-        # Cores kept busy by other processes (the noise), the worst measurement of the round.
-        throughput["background_cores"] = max(background)
-        rounds.append(throughput)
-        print(f"[{name}] round {index + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in throughput.items()),
-              file=sys.stderr, flush=True)
+            timing = timed(method, steps)
+            wall[method.name] = steps * batch_size / timing["seconds"]
+            cpu[method.name] = steps * batch_size / timing["cpu_seconds"]
+            others.append(timing["other_cores"])
+        # Noise: the cores other processes kept busy, worst measurement of the round.
+        record = {"examples_per_second": _with_ratios(wall, spes),
+                  "examples_per_cpu_second": _with_ratios(cpu, spes),
+                  "other_cores": max(others)}
+        rounds.append(record)
+        print(f"[{name}] round {index + 1}: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in record["examples_per_second"].items())
+              + f", other processes {record['other_cores']:.2f} cores", file=sys.stderr, flush=True)
 
-    medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    medians = {unit: {key: statistics.median(r[unit][key] for r in rounds) for key in rounds[0][unit]}
+               for unit in ("examples_per_second", "examples_per_cpu_second")}
     return {"workload": name, "batch_size": batch_size, "input_shape": list(shape), "steps": steps,
             "steps_per_loop": args.steps_per_loop, "keras_steps_per_execution": spes,
             "rounds": rounds, "median": medians}
 
 
-def format_report(results: List[Dict], args: argparse.Namespace) -> str:
-    lines = [
-        f"Median of {args.rounds} round(s); examples/s; Keras fit = the faster of "
-        f"steps_per_execution {' and '.join(str(s) for s in results[0]['keras_steps_per_execution'])}.",
-        "",
-        "| workload | batch | Trainer | Keras fit | bare loop | Trainer/Keras-fit | Trainer/bare |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def _summary_table(results: List[Dict], unit: str) -> List[str]:
+    lines = ["| workload | batch | Trainer | Keras fit | bare loop | Trainer/Keras-fit | Trainer/bare |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for result in results:
-        m = result["median"]
+        m = result["median"][unit]
         lines.append(f"| {result['workload']} | {result['batch_size']} | {m['trainer']:,.0f} | "
                      f"{m['keras_fit']:,.0f} | {m['bare']:,.0f} | {m['trainer/keras_fit']:.2f}x | "
                      f"{m['trainer/bare']:.2f}x |")
+    return lines
+
+
+def format_report(results: List[Dict], args: argparse.Namespace) -> str:
+    spes = " and ".join(str(s) for s in results[0]["keras_steps_per_execution"])
+    lines = [f"Examples/s, median of {args.rounds} round(s); ratios are medians of the per-round "
+             f"ratios; Keras fit = the faster of steps_per_execution {spes} in each round.", ""]
+    lines += _summary_table(results, "examples_per_second")
     lines.append("")
     for result in results:
-        name, m = result["workload"], result["median"]
+        name, m = result["workload"], result["median"]["examples_per_second"]
         keras_target, bare_target = TARGETS[name]
         for label, key, target in (("Trainer/Keras-fit", "trainer/keras_fit", keras_target),
                                    ("Trainer/bare", "trainer/bare", bare_target)):
             verdict = "met" if m[key] >= target else "MISSED"
             lines.append(f"ratio {name} {label}: {m[key]:.3f} (target >= {target:.2f}, {verdict})")
-    lines.append("")
-    lines.append("Raw per-round examples/s:")
-    lines.append("")
+    lines += ["", "Cross-check that other processes disturb less: examples per CPU-second of "
+              "this process (all its threads), medians.", ""]
+    lines += _summary_table(results, "examples_per_cpu_second")
+    lines += ["", "Raw rounds: examples/s (examples per CPU-second); other = cores that other "
+              f"processes kept busy (of {os.cpu_count()}), worst measurement of the round.", ""]
     for result in results:
-        keys = [k for k in result["rounds"][0] if "/" not in k and k != "background_cores"]
+        first = result["rounds"][0]["examples_per_second"]
+        keys = [k for k in first if "/" not in k and k != "keras_fit"]
         lines.append(f"| {result['workload']} round | " + " | ".join(keys)
-                     + " | Trainer/Keras-fit | Trainer/bare | other processes (cores) |")
+                     + " | Trainer/Keras-fit | Trainer/bare | other |")
         lines.append("|---:|" + "---:|" * (len(keys) + 3))
         for index, r in enumerate(result["rounds"]):
-            lines.append(f"| {index + 1} | " + " | ".join(f"{r[k]:,.0f}" for k in keys)
-                         + f" | {r['trainer/keras_fit']:.3f} | {r['trainer/bare']:.3f}"
-                         + f" | {r['background_cores']:.2f} |")
+            wall, cpu = r["examples_per_second"], r["examples_per_cpu_second"]
+            cells = [f"{wall[k]:,.0f} ({cpu[k]:,.0f})" for k in keys]
+            cells += [f"{wall[k]:.3f} ({cpu[k]:.3f})" for k in ("trainer/keras_fit", "trainer/bare")]
+            lines.append(f"| {index + 1} | " + " | ".join(cells) + f" | {r['other_cores']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     results = [bench_workload(name, args) for name in args.workloads]
     print(format_report(results, args), flush=True)
     if args.json_out:

@@ -24,7 +24,10 @@ def test_bench_throughput_smoke(tmp_path):
     results = json.loads(json_out.read_text())["results"]
     assert [r["workload"] for r in results] == ["mlp", "cnn"]
     for result in results:
-        assert result["median"]["trainer"] > 0 and result["median"]["bare"] > 0
+        for unit in ("examples_per_second", "examples_per_cpu_second"):
+            median = result["median"][unit]
+            assert median["trainer"] > 0 and median["keras_fit"] > 0 and median["bare"] > 0
+            assert median["trainer/bare"] > 0
 
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

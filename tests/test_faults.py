@@ -26,6 +26,7 @@ from trainer import Trainer
 from trainer.checkpointing import IncompatibleCheckpointError
 from trainer.nonfinite import NonFiniteLossError
 from trainer.preemption import EXIT_PREEMPTED, PreemptedError
+from trainer.strategies import new_mirrored_strategy
 
 NUM_FEATURES = 6
 NUM_CLASSES = 3
@@ -58,7 +59,7 @@ def _model(hidden=16, depth=1, num_classes=NUM_CLASSES):
 def _strategy(name):
     if name == "default":
         return tf.distribute.get_strategy()
-    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")[:2]])
+    return new_mirrored_strategy([d.name for d in tf.config.list_logical_devices("CPU")[:2]])
 
 
 # ------------------------------------------------------------------ NaN / Inf

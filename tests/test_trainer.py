@@ -216,3 +216,24 @@ def test_evaluate_and_predict_agree():
         expected_recall = np.mean(predicted[labels == k] == k)
         assert result[f"recall/{k}"] == pytest.approx(expected_recall)
     assert int(result["confusion_matrix"].sum()) == 80
+
+
+def test_repeated_data_train_exactly_as_one_pass():
+    # Infinite (repeated) data take the next()-based loop, finite data the
+    # optional-based one: the same batches must give the same training.
+    features, labels = make_data(96)  # 3 batches of 32; steps_per_loop=2 -> loops of 2 and 1
+    runs = []
+    for data, steps_per_epoch in ((make_dataset(features, labels), None),
+                                  (make_dataset(features, labels).repeat(), 3)):
+        trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, steps_per_loop=2, seed=0,
+                          reweighting=ClassWeights([1.0, 2.0, 3.0]))
+        history = trainer.fit(data, epochs=2, steps_per_epoch=steps_per_epoch)
+        assert int(trainer.global_step.numpy()) == 6
+        assert trainer._train_loop_fn.experimental_get_tracing_count() == 1
+        runs.append((history["loss"], trainer.train_confusion.result().numpy(),
+                     [v.numpy() for v in trainer.model.trainable_variables]))
+    (loss_a, matrix_a, weights_a), (loss_b, matrix_b, weights_b) = runs
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    np.testing.assert_array_equal(matrix_a, matrix_b)
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

@@ -54,12 +54,15 @@ class RunCheckpoint:
         path = self.latest if directory is None else tf.train.latest_checkpoint(directory)
         if path is None:
             return None
+        status = None
         try:
             status = self.checkpoint.restore(path)
             status.assert_existing_objects_matched()
             status.assert_consumed()
         except (AssertionError, ValueError, tf.errors.InvalidArgumentError,
                 tf.errors.NotFoundError) as error:
+            if status is not None:
+                status.expect_partial()  # Reported below; no warnings at exit.
             raise IncompatibleCheckpointError(
                 f"The checkpoint {path} does not match this model: {str(error).splitlines()[0]} "
                 f"Use a new --model_dir, or the same model, classes and optimizer as the run "

@@ -18,6 +18,7 @@ write (`error: ...`), 3 non-finite loss, 143 (`EXIT_PREEMPTED`) saved after SIGT
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
@@ -63,6 +64,7 @@ class FaultTolerance:
         self._restored = False
         self._fitting = 0
         self._last_saved_step: Optional[int] = None
+        self._steps_in_epoch = 0
 
     # -------------------------------------------------------------- restore
 
@@ -78,7 +80,8 @@ class FaultTolerance:
 
     def begin_fit(self) -> None:
         self._fitting += 1
-        if self._fitting == 1:
+        if self._fitting == 1 and self._trainer.model_dir:
+            # Without a model_dir there is nothing to save: SIGTERM keeps its default.
             self._watcher.start(self._save_mid_epoch)
 
     def end_fit(self, completed: bool) -> None:
@@ -182,7 +185,11 @@ class FaultTolerance:
         return path
 
     def _save_mid_epoch(self) -> Optional[str]:
-        path = self.save(steps_in_epoch=getattr(self, "_steps_in_epoch", 0))
+        path = self.save(steps_in_epoch=self._steps_in_epoch)
+        trainer = self._trainer
+        if path and distributed.worker_directory(trainer.model_dir, trainer.strategy):
+            # This worker's copy is temporary; the chief's, same name, is the one to resume from.
+            path = os.path.join(trainer.model_dir, "checkpoints", os.path.basename(path))
         logging.warning("Saved %s after SIGTERM.", path)
         return path
 

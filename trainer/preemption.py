@@ -80,7 +80,13 @@ class PreemptionWatcher:
         self._previous_handler = signal.getsignal(signal.SIGTERM)
         if is_multi_worker(self._strategy):
             if self._handler is None:
-                self._handler = self._make_handler()
+                try:
+                    self._handler = self._make_handler()
+                except Exception as error:  # noqa: BLE001 - degrade to the default behaviour.
+                    # Saving alone would hang the other workers: keep SIGTERM's default.
+                    logging.warning("SIGTERM will not be caught: TensorFlow's preemption handler "
+                                    "could not start (%s).", error)
+                    return
             # The handler installs its own SIGTERM handler when created; put it
             # back for a later fit() in the same process.
             signal.signal(signal.SIGTERM, self._handler._sigterm_handler_fn)  # pylint: disable=protected-access

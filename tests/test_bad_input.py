@@ -60,6 +60,7 @@ def _write_inputs(root):
     files["nan_csv"] = str(root / "nan.csv")
     (root / "a_file").write_text("not a directory")
     files["a_file"] = str(root / "a_file")
+    files["fresh_dir"] = str(root / "fresh_run")
     return files
 
 
@@ -92,6 +93,10 @@ def _cases(files):
                                     r"does not match this model"),
         "unwritable_model_dir": ([npz, f"--model_dir={files['a_file']}/run"], None,
                                  r"--model_dir=.*a_file/run cannot be written"),
+        # Training that diverges: status 3, the step and loss named (its own run directory).
+        "nonfinite_loss": ([npz, "--learning_rate=1e30", f"--model_dir={files['fresh_dir']}"], None,
+                           r"error: Training stopped: the loss or its gradients are not finite at step \d+ "
+                           r"\(epoch 1\): loss="),
         "tf_config_not_json": ([npz, "--strategy=multi_worker"], bad_config, r"TF_CONFIG is not valid JSON"),
     }
 

@@ -184,6 +184,9 @@ def main(argv: List[str]) -> int:
         if status is None:
             raise
         print(message, file=sys.stderr)
+        # TensorFlow's clean-up warnings at exit (e.g. about a refused restore) would bury it.
+        import tensorflow as tf  # noqa: PLC0415 - already loaded by run()
+        tf.get_logger().setLevel("ERROR")
         return status
     return 0
 

@@ -165,7 +165,7 @@ class NonFiniteGuard(tf.Module):
         self.skipped_steps.assign(0)
         self._logged = 0
         where = (f"the last good checkpoint, {last_checkpoint}, is intact and the same command "
-                 f"resumes from it" if last_checkpoint else "no checkpoint was written after it")
+                 f"resumes from it" if last_checkpoint else "no checkpoint has been written yet")
         raise NonFiniteLossError(
             f"Training stopped: the loss or its gradients are not finite at step {step} "
             f"(epoch {epoch + 1}): loss={loss}, gradient norm={norm}. That update was not applied and "

@@ -477,6 +477,9 @@ class Trainer:
         result["confusion_matrix"] = matrix
         return result
 
+    def _logits_of(self, features: tf.Tensor) -> tf.Tensor:
+        return tf.cast(self.model(features, training=False), tf.float32)
+
     def predict_logits(self, data: Union[tf.data.Dataset, np.ndarray]) -> np.ndarray:
         """Logits `[N, num_classes]` for features (a dataset of batches or an array)."""
         if isinstance(data, np.ndarray):
@@ -486,7 +489,7 @@ class Trainer:
         spec = data.element_spec
         self._ensure_ready(spec)
         if self._predict_fn is None:
-            self._predict_fn = tf.function(lambda x: tf.cast(self.model(x, training=False), tf.float32))
+            self._predict_fn = tf.function(self._logits_of)
         outputs = []
         for element in data:
             features = element[0] if isinstance(element, tuple) else element

@@ -79,12 +79,19 @@ def check_flags(flags: Any) -> None:
         monitor_key(flags.monitor, flags.target_class)
 
 
-def make_recall_target(flags: Any, class_counts: Any) -> RecallTarget:
-    """The `--reweighting=recall_target` rule (inverse-frequency base weights)."""
+def make_recall_target(flags: Any, class_counts: Any, loss: Any = None) -> RecallTarget:
+    """The `--reweighting=recall_target` rule.
+
+    Its base weights are inverse class frequencies, or uniform when `loss`
+    already corrects for the prior (`--loss=logit_adjusted` or
+    `balanced_softmax`): then the rule is the weighted logit-adjusted loss
+    (margins from the prior, weights from the controller) and the prior is
+    not counted twice.
+    """
     if flags.recall_target_mode == "worst_class":
-        return RecallTarget(mode="worst_class", class_counts=class_counts)
+        return RecallTarget(mode="worst_class", class_counts=class_counts, loss=loss)
     return RecallTarget(target_class=flags.target_class, target_recall=flags.target_recall,
-                        class_counts=class_counts)
+                        class_counts=class_counts, loss=loss)
 
 
 def _hparams(flags: Any) -> Dict[str, Any]:

@@ -16,10 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from callbacks._evaluation import LogitsCollector, confusion_matrix
+from losses.prior_warnings import loss_corrects_prior
 from losses.rules import ClassWeights, ReweightingRule, validate_class_counts
 from trainer.metrics import per_class_metrics
 
 MODES = ("target_class", "worst_class")
+BASE_WEIGHTS = ("inverse_frequency", "uniform")
 
 
 def _check_positive(argument: str, value: float, upper: Optional[float] = None) -> float:
@@ -34,10 +36,22 @@ class RecallTarget(ClassWeights):
     """Class weights that a controller moves toward a recall target.
 
     The gradient of each example is scaled by `w[label]` (as `ClassWeights`).
-    The weights are `w = normalise(c * q)`: `q` is a fixed base (inverse
-    class frequency when `class_counts` is given, so the starting point is
-    the balanced objective; else ones), `c` are multipliers the controller
-    moves, and `normalise` makes the weights average 1 over the classes.
+    The weights are `w = normalise(c * q)`: `q` is a fixed base, `c` are
+    multipliers the controller moves, and `normalise` makes the weights
+    average 1 over the classes. Given `class_counts`, the base makes the
+    starting point the balanced objective (each class counts equally):
+
+    - with a plain loss (cross-entropy, focal, ...) and `class_counts`, `q`
+      is the inverse class frequency;
+    - with a loss that already corrects for the prior (`loss` a
+      `LogitAdjustedCrossentropy` with tau > 0 or a
+      `BalancedSoftmaxCrossentropy`), `q` is uniform: the margins
+      `tau * log prior` already make the loss target the balanced error, so
+      inverse-frequency weights on top would count the prior twice. The rule
+      is then the weighted logit-adjusted loss of Narasimhan and Menon
+      (NeurIPS 2021): margins from the prior, weights from the controller;
+    - without `class_counts`, `q` is uniform (the plain, prior-weighted
+      objective to start).
 
     At each update the controller passes the per-class recall measured on a
     held-out split. The rule smooths the miss rates `m_j = 1 - recall_j`
@@ -65,13 +79,23 @@ class RecallTarget(ClassWeights):
       target_recall: In (0, 1].
       mode: `'target_class'` (default when `target_class` is given) or
         `'worst_class'`.
-      class_counts: Training examples per class; when given, the base
-        weights are inverse class frequencies.
+      class_counts: Training examples per class; when given (and `loss`
+        does not correct for the prior), the base weights are inverse class
+        frequencies.
       step_size: Exponentiated-gradient step size (> 0).
       smoothing: EMA factor of the measured miss rates, in [0, 1); 0 uses
         each measurement as it is.
       min_weight: Floor of the multipliers (> 0).
       max_weight: Cap of the multipliers (>= 1).
+      loss: The training loss, or None. When it already corrects for the
+        prior (`losses.loss_corrects_prior`), the base weights are uniform
+        whatever `class_counts` says (and `warn_if_prior_counted_twice` has
+        nothing to warn about).
+      base_weights: `'inverse_frequency'` (needs `class_counts`) or
+        `'uniform'` to choose the base explicitly; None (default) chooses as
+        above from `class_counts` and `loss`. Choosing `'inverse_frequency'`
+        with a prior-corrected loss counts the prior twice (and
+        `warn_if_prior_counted_twice` says so).
       name: Module name.
 
     Example:
@@ -79,12 +103,17 @@ class RecallTarget(ClassWeights):
       ...                     class_counts=bundle.train.class_counts)
       >>> trainer = Trainer(model=model, reweighting=rule,
       ...                   callbacks=[rule.controller(validation_data=held_out)])
+      >>> # Weighted logit-adjusted loss: margins from the prior, uniform base.
+      >>> loss = LogitAdjustedCrossentropy(bundle.train.class_counts)
+      >>> rule = RecallTarget(mode='worst_class', class_counts=bundle.train.class_counts,
+      ...                     loss=loss)
     """
 
     def __init__(self, target_class: Optional[int] = None, target_recall: Optional[float] = None,
                  *, mode: Optional[str] = None, class_counts: Optional[Sequence[float]] = None,
                  step_size: float = 1.0, smoothing: float = 0.5, min_weight: float = 0.1,
-                 max_weight: float = 10.0, name: Optional[str] = None):
+                 max_weight: float = 10.0, loss: Any = None, base_weights: Optional[str] = None,
+                 name: Optional[str] = None):
         ReweightingRule.__init__(self, name=name or "recall_target")
         mode = mode or ("target_class" if target_class is not None else None)
         if mode not in MODES:
@@ -112,7 +141,19 @@ class RecallTarget(ClassWeights):
         self.max_weight = _check_positive("max_weight", max_weight)
         if self.max_weight < 1.0:
             raise ValueError(f"max_weight must be >= 1, got {max_weight!r}.")
-        self.prior_correction = None if class_counts is None else "inverse_frequency"
+        # The base weights: "inverse_frequency" or "uniform" (see the class docstring).
+        if base_weights is None:
+            base_weights = "inverse_frequency" \
+                if class_counts is not None and not loss_corrects_prior(loss) else "uniform"
+        if base_weights not in BASE_WEIGHTS:
+            raise ValueError(f"base_weights must be one of {', '.join(BASE_WEIGHTS)} or None, "
+                             f"got {base_weights!r}.")
+        if base_weights == "inverse_frequency" and class_counts is None:
+            raise ValueError("base_weights='inverse_frequency' needs class_counts.")
+        self.base_weights = base_weights
+        # Read by `warn_if_prior_counted_twice`: only an inverse-frequency base corrects the prior.
+        self.prior_correction = "inverse_frequency" \
+            if self.base_weights == "inverse_frequency" else None
         self.weights: Optional[tf.Variable] = None
         self.multipliers: Optional[tf.Variable] = None
         self.smoothed_miss_rate: Optional[tf.Variable] = None
@@ -122,11 +163,11 @@ class RecallTarget(ClassWeights):
     # --------------------------------------------------------------- state
 
     def _base_weights(self, num_classes: int) -> np.ndarray:
-        if self.class_counts is None:
-            return np.ones(num_classes, np.float64)
-        if self.class_counts.shape[0] != num_classes:
+        if self.class_counts is not None and self.class_counts.shape[0] != num_classes:
             raise ValueError(f"class_counts has {self.class_counts.shape[0]} values but there are "
                              f"{num_classes} classes.")
+        if self.base_weights == "uniform":
+            return np.ones(num_classes, np.float64)
         return 1.0 / self.class_counts
 
     def _effective_weights(self, multipliers: np.ndarray) -> np.ndarray:
@@ -211,7 +252,8 @@ class RecallTarget(ClassWeights):
                 "mode": self.mode,
                 "class_counts": None if self.class_counts is None else self.class_counts.tolist(),
                 "step_size": self.step_size, "smoothing": self.smoothing,
-                "min_weight": self.min_weight, "max_weight": self.max_weight}
+                "min_weight": self.min_weight, "max_weight": self.max_weight,
+                "base_weights": self.base_weights}
 
 
 class RecallTargetController(keras.callbacks.Callback):

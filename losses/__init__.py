@@ -11,7 +11,7 @@ from losses.focal import SigmoidFocalCrossentropy, SparseFocalCrossentropy
 from losses.prior_adjusted import (BalancedSoftmaxCrossentropy, LDAMCrossentropy,
                                    LogitAdjustedCrossentropy, logit_adjustment_offsets,
                                    posthoc_logit_adjustment)
-from losses.prior_warnings import warn_if_prior_counted_twice
+from losses.prior_warnings import loss_corrects_prior, warn_if_prior_counted_twice
 from losses.registry import DRW_RULE_NAMES, LOSS_NAMES, RULE_NAMES, make_loss, make_rule
 from losses.rules import (ClassWeights, ReweightingRule, TargetClassWeight, TrainingContext,
                           deserialize_rule, serialize_rule, validate_class_counts,
@@ -37,6 +37,7 @@ __all__ = [
     "WeightedRecallCrossentropy",
     "deserialize_rule",
     "logit_adjustment_offsets",
+    "loss_corrects_prior",
     "make_loss",
     "make_rule",
     "posthoc_logit_adjustment",

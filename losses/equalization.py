@@ -39,9 +39,18 @@ class EqualizationV2(ReweightingRule):
     negatives suppressed and its positives boosted, until its positive and
     negative gradients balance.
 
-    Applied to softmax logits here (the paper uses sigmoid logits): for an
-    example with label y, the gradient at logit y is class y's positive
-    gradient and the gradient at logit j != y is class j's negative gradient.
+    Use it with a sigmoid (one-vs-all) loss, as in the paper: e.g.
+    `SigmoidFocalCrossentropy(gamma=0.0, alpha=None)`, plain sigmoid
+    cross-entropy (`--loss=sigmoid_focal --gamma=0` on the command line).
+    With softmax cross-entropy each example's logit gradients sum to zero,
+    so a head class that rare examples mistake for it collects large
+    negative gradients, gets a small ratio g_j and its negatives suppressed:
+    training collapses onto the head classes (measured: 0.26 balanced
+    accuracy on long-tailed Fashion-MNIST, IR 100). The CLI refuses that pairing.
+
+    For an example with label y, the gradient at logit y is class y's
+    positive gradient and the gradient at logit j != y is class j's negative
+    gradient.
     The rule scales dL/dz_{i,y} by q_y and dL/dz_{i,j} by r_j, then adds the
     absolute values of the scaled gradients to the statistics (the authors'
     code also accumulates the weighted gradients). Weights at a step come

@@ -25,6 +25,18 @@ def _walk(rule: Optional[ReweightingRule]) -> Iterator[ReweightingRule]:
             yield from _walk(child)
 
 
+def loss_corrects_prior(loss) -> bool:
+    """Whether `loss` already trains against the class prior (its margins carry it).
+
+    True for `LogitAdjustedCrossentropy` with tau > 0 and for
+    `BalancedSoftmaxCrossentropy`; False for anything else (including None).
+    Rules that would otherwise start from inverse-frequency weights (e.g.
+    `callbacks.RecallTarget`) use it to start from uniform weights instead.
+    """
+    return (isinstance(loss, LogitAdjustedCrossentropy) and loss.tau > 0) \
+        or isinstance(loss, BalancedSoftmaxCrossentropy)
+
+
 def warn_if_prior_counted_twice(loss, rule: Optional[ReweightingRule] = None,
                                 resampled: bool = False) -> bool:
     """Emits a `UserWarning` when a prior-corrected loss meets another prior correction.
@@ -44,12 +56,10 @@ def warn_if_prior_counted_twice(loss, rule: Optional[ReweightingRule] = None,
     Returns:
       True when a warning was emitted.
     """
-    if isinstance(loss, LogitAdjustedCrossentropy) and loss.tau > 0:
-        loss_name = f"{type(loss).__name__} (tau={loss.tau:g})"
-    elif isinstance(loss, BalancedSoftmaxCrossentropy):
-        loss_name = type(loss).__name__
-    else:
+    if not loss_corrects_prior(loss):
         return False
+    loss_name = f"{type(loss).__name__} (tau={loss.tau:g})" \
+        if isinstance(loss, LogitAdjustedCrossentropy) else type(loss).__name__
     others: List[str] = []
     for part in _walk(rule):
         correction = getattr(part, "prior_correction", None)

@@ -13,6 +13,19 @@ CNN (trainer/models.py), Adam 1e-3, batch 128, 15 epochs, three runs:
                 held-out split).
   worst_class   `RecallTarget(mode='worst_class')`, argmax decisions.
 
+Optional (`--methods`), the weighted logit-adjusted loss of Narasimhan and
+Menon (NeurIPS 2021): margins from the prior in the loss, weights from the
+controller (whose base weights are then uniform, so the prior counts once):
+
+  la               `LogitAdjustedCrossentropy(tau)` alone (the reference).
+  worst_class_la   la + `RecallTarget(mode='worst_class', loss=la)`.
+  target_class_la  la + `RecallTarget(target_class=6, ..., loss=la)`, then
+                   the calibrated operating point.
+
+Every row also gives the held-out split's worst-class recall and balanced
+accuracy (`validation_*` in the JSON): choose among configurations with
+those, not with the test set.
+
 Reported on the test set: balanced accuracy, worst-class recall (and class),
 shirt recall and precision (argmax and calibrated), and, for the comparison
 at equal recall, the best precision any threshold or logit offset on the CE
@@ -41,19 +54,22 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from callbacks import RecallTarget  # noqa: E402
+from losses import LogitAdjustedCrossentropy, warn_if_prior_counted_twice  # noqa: E402
 from trainer import Trainer  # noqa: E402
 from trainer import data as data_lib  # noqa: E402
 from trainer.models import build_model  # noqa: E402
 from trainer.operating_point import (choose_operating_point, labelled_logits,  # noqa: E402
                                      operating_point_metrics)
 
-METHODS = ("ce", "target_class", "worst_class")
+METHODS = ("ce", "target_class", "worst_class", "la", "worst_class_la", "target_class_la")
+DEFAULT_METHODS = ("ce", "target_class", "worst_class")
+CALIBRATED = ("ce", "target_class", "target_class_la")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -65,6 +81,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(0.5: point estimate). Used for CE and ours alike.")
     parser.add_argument("--step_size", type=float, default=1.0, help="RecallTarget step size.")
     parser.add_argument("--max_weight", type=float, default=10.0, help="RecallTarget cap.")
+    parser.add_argument("--smoothing", type=float, default=0.5,
+                        help="RecallTarget EMA factor of the measured miss rates.")
+    parser.add_argument("--tau", type=float, default=1.0,
+                        help="Logit-adjustment temperature of the *_la methods.")
     parser.add_argument("--no_prior_correction", action="store_true",
                         help="RecallTarget base weights 1 instead of inverse frequency.")
     parser.add_argument("--data_dir", default=None)
@@ -76,14 +96,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def train(method: str, bundle: Any, seed: int, args: argparse.Namespace) -> Trainer:
     held_out = bundle.validation.dataset(args.batch_size, shuffle=False, seed=seed)
     counts = None if args.no_prior_correction else bundle.train.class_counts
-    rule, callbacks = None, []
-    if method == "target_class":
+    rule, callbacks, loss = None, [], None
+    if method.endswith("la"):
+        loss = LogitAdjustedCrossentropy(bundle.train.class_counts, tau=args.tau)
+    controller = dict(class_counts=counts, step_size=args.step_size, max_weight=args.max_weight,
+                      smoothing=args.smoothing, loss=loss)
+    if method.startswith("target_class"):
         rule = RecallTarget(target_class=args.target_class, target_recall=args.target_recall,
-                            class_counts=counts, step_size=args.step_size,
-                            max_weight=args.max_weight)
-    elif method == "worst_class":
-        rule = RecallTarget(mode="worst_class", class_counts=counts, step_size=args.step_size,
-                            max_weight=args.max_weight)
+                            **controller)
+    elif method.startswith("worst_class"):
+        rule = RecallTarget(mode="worst_class", **controller)
+    if loss is not None and warn_if_prior_counted_twice(loss, rule):
+        raise AssertionError(f"{method}: the prior is counted twice.")
     if rule is not None:
         callbacks.append(rule.controller(validation_data=held_out))
 
@@ -92,7 +116,7 @@ def train(method: str, bundle: Any, seed: int, args: argparse.Namespace) -> Trai
                            feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance)
 
     trainer = Trainer(model=model, optimizer=lambda: keras.optimizers.Adam(args.learning_rate),
-                      reweighting=rule, num_classes=bundle.num_classes, seed=seed,
+                      loss=loss, reweighting=rule, num_classes=bundle.num_classes, seed=seed,
                       steps_per_loop=100, callbacks=callbacks)
     train_data = bundle.train.dataset(args.batch_size, shuffle=True, seed=seed)
     if args.smoke:
@@ -118,8 +142,10 @@ def measure(method: str, trainer: Trainer, bundle: Any, seed: int,
         "target_precision": float(argmax["precision"][t]),
         "recall": [float(r) for r in argmax["recall"]],
         "validation_target_recall": float(val_argmax["recall"][t]),
+        "validation_worst_recall": val_argmax["min_recall"],
+        "validation_balanced_accuracy": val_argmax["balanced_accuracy"],
     }
-    if method in ("ce", "target_class"):
+    if method in CALIBRATED:
         kind = "threshold" if method == "ce" else "auto"
         point = choose_operating_point(val_logits, val_labels, target_class=t,
                                        target_recall=args.target_recall, method=kind,
@@ -160,8 +186,8 @@ def summarise(rows: List[Dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "| method | balanced acc. | worst-class recall | shirt recall (argmax) | shirt precision "
         "(argmax) | shirt recall (calibrated) | shirt precision (calibrated) | CE precision at "
-        "the same recall |",
-        "|---|---|---|---|---|---|---|---|",
+        "the same recall | held-out worst-class recall | held-out balanced acc. |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in args.methods:
         mine = [r for r in rows if r["method"] == method]
@@ -174,7 +200,9 @@ def summarise(rows: List[Dict[str, Any]], args: argparse.Namespace) -> str:
             f"{fmt([r['worst_recall'] for r in mine])} (class {worst}) | "
             f"{fmt([r['target_recall'] for r in mine])} | {fmt([r['target_precision'] for r in mine])} | "
             f"{fmt([r.get('calibrated_recall') for r in mine])} | "
-            f"{fmt([r.get('calibrated_precision') for r in mine])} | {fmt(equal)} |")
+            f"{fmt([r.get('calibrated_precision') for r in mine])} | {fmt(equal)} | "
+            f"{fmt([r['validation_worst_recall'] for r in mine])} | "
+            f"{fmt([r['validation_balanced_accuracy'] for r in mine])} |")
     return "\n".join(lines)
 
 
@@ -203,12 +231,15 @@ def main(argv=None) -> int:
                   + (f"; calibrated ({row['calibrated_kind']}) recall {row['calibrated_recall']:.4f} "
                      f"precision {row['calibrated_precision']:.4f}" if "calibrated_recall" in row else "")
                   + f" [{row['seconds']:.0f} s]", flush=True)
-        if "ce" in by_method and "target_class" in by_method:
-            ours = by_method["target_class"]
+        for name in ("target_class", "target_class_la"):
+            if "ce" not in by_method or name not in by_method:
+                continue
+            ours = by_method[name]
             ours["ce_precision_at_same_recall"] = equal_recall_precision(
                 by_method["ce"], ours["calibrated_recall"], args.target_class)
-            print(f"seed {seed}: CE's best precision at recall >= {ours['calibrated_recall']:.4f}: "
-                  f"{ours['ce_precision_at_same_recall']:.4f}", flush=True)
+            print(f"seed {seed} {name}: CE's best precision at recall >= "
+                  f"{ours['calibrated_recall']:.4f}: {ours['ce_precision_at_same_recall']:.4f}",
+                  flush=True)
         for row in by_method.values():
             row.pop("test_logits", None)
             row.pop("test_labels", None)

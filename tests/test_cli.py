@@ -100,6 +100,7 @@ def test_rerun_resumes_from_checkpoint(synthetic_run, tmp_path):
     (["--reweighting=manual"], "needs --class_weights"),
     (["--loss=hinge"], "--loss"),
     (["--dataset=parquet:x"], "--dataset"),
+    (["--reweighting=eqlv2"], "needs a sigmoid (one-vs-all) loss"),
 ])
 def test_bad_flags_exit_nonzero_without_traceback(args, message, tmp_path):
     result = run_cli(f"--model_dir={tmp_path / 'bad'}", "--epochs=1", *args, timeout=120)

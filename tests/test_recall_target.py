@@ -1,11 +1,17 @@
 """Tests of the recall-target rule and its controller: the update, replicas, resume, effect."""
 
+import types
+import warnings
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from callbacks import RecallTarget, RecallTargetController
+from callbacks.cli import make_recall_target
+from losses import (BalancedSoftmaxCrossentropy, DeferredReweighting, LogitAdjustedCrossentropy,
+                    SparseFocalCrossentropy, make_loss, warn_if_prior_counted_twice)
 from losses.rules import TrainingContext
 from trainer import Trainer
 
@@ -61,6 +67,76 @@ def test_worst_class_mode_moves_weight_to_the_worst_classes():
     assert multipliers[1] > multipliers[2] > multipliers[0]
     assert multipliers.mean() == pytest.approx(1.0, rel=1e-5)
     assert rule.get_config()["mode"] == "worst_class"
+
+
+PRIOR_COUNTS = [600, 300, 100]
+
+
+@pytest.mark.parametrize("loss", [LogitAdjustedCrossentropy(PRIOR_COUNTS, tau=1.0),
+                                  BalancedSoftmaxCrossentropy(PRIOR_COUNTS)],
+                         ids=["logit_adjusted", "balanced_softmax"])
+@pytest.mark.parametrize("kwargs", [{"mode": "worst_class"},
+                                    {"target_class": 2, "target_recall": 0.9}],
+                         ids=["worst_class", "target_class"])
+def test_prior_corrected_loss_starts_from_uniform_weights_without_warning(loss, kwargs):
+    # The loss's margins carry the prior (weighted logit-adjusted loss of Narasimhan and
+    # Menon): the base weights are uniform, only the controller's multipliers weight classes.
+    rule = built(RecallTarget(class_counts=PRIOR_COUNTS, loss=loss, smoothing=0.0, **kwargs))
+    assert rule.base_weights == "uniform" and rule.prior_correction is None
+    np.testing.assert_allclose(rule.class_weights().numpy(), np.ones(NUM_CLASSES))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_prior_counted_twice(loss, rule)
+        assert not warn_if_prior_counted_twice(loss, DeferredReweighting(rule, start_epoch=2))
+    weights = rule.update([0.9, 0.9, 0.5])
+    multipliers = rule.multipliers.numpy()
+    np.testing.assert_allclose(weights, multipliers * NUM_CLASSES / multipliers.sum(), rtol=1e-6)
+    assert weights[2] > weights[0] == pytest.approx(weights[1])
+    clone = built(RecallTarget.from_config(rule.get_config()))
+    assert clone.base_weights == "uniform"
+    np.testing.assert_allclose(clone.class_weights().numpy(), np.ones(NUM_CLASSES))
+
+
+@pytest.mark.parametrize("loss", [None, LogitAdjustedCrossentropy(PRIOR_COUNTS, tau=0.0),
+                                  SparseFocalCrossentropy()],
+                         ids=["none", "logit_adjusted_tau_0", "focal"])
+def test_plain_loss_keeps_inverse_frequency_base(loss):
+    rule = built(RecallTarget(mode="worst_class", class_counts=PRIOR_COUNTS, loss=loss))
+    assert rule.base_weights == "inverse_frequency"
+    inverse = 1 / np.array(PRIOR_COUNTS, np.float64)
+    np.testing.assert_allclose(rule.class_weights().numpy(), inverse * NUM_CLASSES / inverse.sum(),
+                               rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_prior_counted_twice(loss, rule)
+    clone = RecallTarget.from_config(rule.get_config())
+    assert clone.base_weights == "inverse_frequency"
+
+
+def test_explicit_inverse_frequency_base_with_prior_corrected_loss_warns():
+    loss = LogitAdjustedCrossentropy(PRIOR_COUNTS)
+    rule = RecallTarget(mode="worst_class", class_counts=PRIOR_COUNTS, loss=loss,
+                        base_weights="inverse_frequency")
+    with pytest.warns(UserWarning, match="counts the prior twice"):
+        assert warn_if_prior_counted_twice(loss, rule)
+    with pytest.raises(ValueError, match="base_weights must be one of"):
+        RecallTarget(mode="worst_class", base_weights="balanced")
+    with pytest.raises(ValueError, match="needs class_counts"):
+        RecallTarget(mode="worst_class", base_weights="inverse_frequency")
+
+
+@pytest.mark.parametrize("loss_name, base", [("logit_adjusted", "uniform"),
+                                             ("balanced_softmax", "uniform"),
+                                             ("cross_entropy", "inverse_frequency")])
+@pytest.mark.parametrize("mode", ["worst_class", "target_class"])
+def test_cli_rule_follows_the_loss(loss_name, base, mode):
+    flags = types.SimpleNamespace(recall_target_mode=mode, target_class=1, target_recall=0.9)
+    loss = make_loss(loss_name, class_counts=PRIOR_COUNTS)
+    rule = make_recall_target(flags, PRIOR_COUNTS, loss)
+    assert rule.base_weights == base
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_prior_counted_twice(loss, rule)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -29,6 +29,13 @@ def _parse_class_weights(values: Optional[List[str]]) -> Optional[List[float]]:
 
 
 def _check_flag_combinations() -> None:
+    uses_eqlv2 = FLAGS.reweighting == "eqlv2" or (
+        FLAGS.reweighting == "drw" and FLAGS.drw_rule == "eqlv2")
+    if uses_eqlv2 and FLAGS.loss != "sigmoid_focal":
+        raise UsageError(
+            f"EQL v2 (--reweighting={FLAGS.reweighting}) needs a sigmoid (one-vs-all) loss: use --loss=sigmoid_focal "
+            f"(--gamma=0 for plain sigmoid cross-entropy), not --loss={FLAGS.loss}. With a softmax "
+            f"loss it suppresses the head classes' negative gradients and training collapses.")
     if FLAGS.reweighting == "manual" and not FLAGS.class_weights:
         raise UsageError("--reweighting=manual needs --class_weights (one weight per class).")
     if FLAGS.class_weights and FLAGS.reweighting != "manual":
@@ -114,7 +121,7 @@ def run() -> Dict[str, Any]:
     loss = make_loss(FLAGS.loss, class_counts=class_counts, gamma=FLAGS.gamma, tau=FLAGS.tau,
                      scale=FLAGS.ldam_scale)
     from callbacks import cli as recall_cli
-    rule = recall_cli.make_recall_target(FLAGS, class_counts) \
+    rule = recall_cli.make_recall_target(FLAGS, class_counts, loss) \
         if FLAGS.reweighting == "recall_target" else make_rule(
         FLAGS.reweighting, num_classes=num_classes, class_counts=class_counts,
         class_weights=class_weights, beta=FLAGS.beta, target_class=FLAGS.target_class,

@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 NUM_LOGICAL_CPUS = 2
@@ -23,3 +24,14 @@ def _split_cpu() -> None:
 
 
 _split_cpu()
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    """A MirroredStrategy over the two logical CPUs, with collective keys of its own."""
+    from trainer.strategies import new_mirrored_strategy
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < 2:
+        pytest.skip(f"needs two logical CPU devices, have {devices}")
+    return new_mirrored_strategy(devices[:2])

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from trainer.data import DataBundle, DataSplit, load_data
 from trainer.data import fashion_mnist, splits, streaming, synthetic
+from trainer.strategies import new_mirrored_strategy
 
 
 def collect(split: DataSplit, batch_size: int = 97, **kwargs):
@@ -289,7 +290,7 @@ def test_pipelines_distribute_over_two_cpu_replicas(kind, tmp_path):
     else:
         spec = write_source(kind, tmp_path, x, y)
     bundle = load_data(spec)
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = new_mirrored_strategy(devices)
     seen = []
     dist = strategy.experimental_distribute_dataset(
         bundle.train.dataset(64, shuffle=True, seed=0, drop_remainder=True))

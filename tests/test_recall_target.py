@@ -14,6 +14,7 @@ from losses import (BalancedSoftmaxCrossentropy, DeferredReweighting, LogitAdjus
                     SparseFocalCrossentropy, make_loss, warn_if_prior_counted_twice)
 from losses.rules import TrainingContext
 from trainer import Trainer
+from trainer.strategies import new_mirrored_strategy
 
 NUM_CLASSES = 3
 NUM_FEATURES = 4
@@ -172,7 +173,7 @@ def make_model():
 
 def test_controller_under_mirrored_strategy_keeps_replicas_identical():
     devices = tf.config.list_logical_devices("CPU")
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    strategy = new_mirrored_strategy([d.name for d in devices[:2]])
     train = make_dataset(*make_data(256, seed=0))
     held_out = make_dataset(*make_data(128, seed=1))
     rule = RecallTarget(target_class=2, target_recall=0.9, step_size=2.0)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.strategies import new_mirrored_strategy
 
 import losses
 from losses import (BalancedSoftmaxCrossentropy, ClassWeights, Compose, DeferredReweighting,
@@ -300,17 +299,6 @@ def test_rule_checkpoint_round_trip(index, tmp_path):
 # --- MirroredStrategy over two logical CPUs ---------------------------------------------------
 
 
-def fresh_mirrored_strategy():
-    """A MirroredStrategy over two logical CPUs with collective keys of its own."""
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if len(devices) < 2:
-        pytest.skip(f"needs two logical CPU devices (tests/conftest.py), have {devices}")
-    return new_mirrored_strategy(devices[:2])
-
-
-@pytest.fixture(scope="module")
-def mirrored():
-    return fresh_mirrored_strategy()
 
 
 def _run(strategy, rule, batches, epoch=2):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.strategies import new_mirrored_strategy
 
 import losses
 from losses import (ClassWeights, Compose, DeferredReweighting, EqualizationV2,
@@ -99,17 +98,6 @@ RULES = {
 }
 
 
-def fresh_mirrored_strategy():
-    """A MirroredStrategy over two logical CPUs with collective keys of its own."""
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if len(devices) < 2:
-        pytest.skip(f"needs two logical CPU devices (tests/conftest.py), have {devices}")
-    return new_mirrored_strategy(devices[:2])
-
-
-@pytest.fixture(scope="module")
-def mirrored():
-    return fresh_mirrored_strategy()
 
 
 @pytest.mark.parametrize("name", sorted(RULES))

@@ -1,6 +1,5 @@
 """Tests of the compiled loop: tracing, gradient reweighting, distribution, resume, summaries."""
 
-import os
 
 import keras
 import numpy as np

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Dict, List, Optional
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from trainer.flags import FLAGS, progress_verbosity  # noqa: F401  (the data flags are shared with training)
+from trainer.flags import FLAGS  # noqa: F401  (the data flags are shared with training)
 
 flags.DEFINE_string("report_dir", None, "Where evaluation.json/.md go (default: --model_dir).")
 
@@ -99,16 +98,8 @@ def run() -> Dict[str, Any]:
 
 
 def main(argv: List[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if progress_verbosity() <= 0:
-        logging.set_verbosity(logging.WARNING)
-    try:
-        run()
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    from trainer.main import run_command
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":

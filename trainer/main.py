@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import app, logging
 
@@ -176,26 +176,33 @@ def run() -> Dict[str, Any]:
     return metrics
 
 
-def main(argv: List[str]) -> int:
+def run_command(run_function: Callable[[], Any], argv: List[str]) -> int:
+    """Runs a command's `run_function`, mapping known failures to a message and an exit status.
+
+    Bad flags or data, a failed write, NaN, SIGTERM: the message names the
+    problem and a traceback would bury it. Anything else is a bug: re-raised.
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if progress_verbosity() <= 0:
         logging.set_verbosity(logging.WARNING)
     from trainer.fault_tolerance import exit_status_for
     try:
-        run()
+        run_function()
     except Exception as error:  # noqa: BLE001 - mapped to a message and a status, or re-raised.
-        # Bad flags or data, a failed write, NaN, SIGTERM: the message names the
-        # problem; a traceback would bury it. Anything else is a bug: re-raised.
         status, message = exit_status_for(error)
         if status is None:
             raise
         print(message, file=sys.stderr)
         # TensorFlow's clean-up warnings at exit (e.g. about a refused restore) would bury it.
-        import tensorflow as tf  # noqa: PLC0415 - already loaded by run()
+        import tensorflow as tf  # noqa: PLC0415 - already loaded by run_function()
         tf.get_logger().setLevel("ERROR")
         return status
     return 0
+
+
+def main(argv: List[str]) -> int:
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":

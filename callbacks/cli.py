@@ -7,8 +7,9 @@ Which data each part sees (disjoint from training by construction):
 - The recall-target controller and the operating-point calibration always use
   `bundle.validation`, the data layer's fixed stratified split of the training
   data (for `fashion_mnist_lt` a split of the long-tailed training pool, not the
-  balanced test set). With `--eval_dataset` the data layer trains on all of
-  `--dataset` and has no such split, so these options are refused with a message.
+  balanced test set). With `--eval_dataset`, the CLI asks the data layer to
+  hold that split out of `--dataset` anyway (`needs_held_out_split`), so the
+  evaluation data never steers training.
 - `RecallEarlyStopping` / `RecallReduceLROnPlateau` follow the `val_` logs, so
   when one of them is on, the per-epoch validation (and TensorBoard's `eval/`
   run) uses that held-out split; the final metrics are still on `bundle.eval`.
@@ -79,6 +80,13 @@ def check_flags(flags: Any) -> None:
         monitor_key(flags.monitor, flags.target_class)
 
 
+def needs_held_out_split(flags: Any) -> bool:
+    """Whether the flags turn on anything that learns from a held-out split."""
+    return (flags.reweighting == "recall_target" or calibration_enabled(flags)
+            or flags.early_stopping_patience is not None or flags.stop_at_recall is not None
+            or flags.reduce_lr_patience is not None)
+
+
 def make_recall_target(flags: Any, class_counts: Any, loss: Any = None) -> RecallTarget:
     """The `--reweighting=recall_target` rule.
 
@@ -132,7 +140,7 @@ class RecallSetup:
             or flags.reduce_lr_patience is not None
         controlled = isinstance(rule, RecallTarget)
         held_out_split = getattr(bundle, "validation", None)
-        if held_out_split is None and (calibrate or controlled or monitored):
+        if held_out_split is None and needs_held_out_split(flags):
             raise ValueError(
                 "--reweighting=recall_target, --calibrate and the recall-driven callbacks need a "
                 "held-out split of the training data, and with --eval_dataset there is none (the "

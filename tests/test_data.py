@@ -322,3 +322,24 @@ def test_warns_when_a_large_file_is_sorted_by_class(tmp_path, monkeypatch, caplo
     with caplog.at_level("WARNING", logger="trainer.data.streaming"):
         load_data(f"csv:{shuffled_path}")
     assert "sorted" not in caplog.text
+
+
+def test_hold_out_validation_with_an_explicit_eval_dataset(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = np.repeat(np.arange(3), [200, 70, 30]).astype(np.int64)
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "test.npz", x=x[:50], y=y[:50])
+    plain = load_data(f"npz:{tmp_path / 'train.npz'}", eval_dataset=f"npz:{tmp_path / 'test.npz'}")
+    assert plain.validation is None and plain.train.num_examples == 300
+    held = load_data(f"npz:{tmp_path / 'train.npz'}", eval_dataset=f"npz:{tmp_path / 'test.npz'}",
+                     validation_split=0.2, hold_out_validation=True)
+    assert held.eval.num_examples == 50
+    assert held.validation is not None and held.validation is not held.eval
+    assert held.train.num_examples + held.validation.num_examples == 300
+    np.testing.assert_array_equal(held.train.class_counts + held.validation.class_counts, [200, 70, 30])
+    assert all(held.validation.class_counts > 0)
+    train_rows = {tuple(r) for r in np.concatenate([b.numpy() for b, _ in held.train.dataset(64, shuffle=False, seed=0)])}
+    held_rows = {tuple(r) for r in np.concatenate([b.numpy() for b, _ in held.validation.dataset(64, shuffle=False, seed=0)])}
+    assert not train_rows & held_rows, "the held-out split is disjoint from training"
+    assert "validation 60" in held.description

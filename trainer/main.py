@@ -6,6 +6,7 @@ Run `python -m trainer.main --helpfull` for every flag.
 from __future__ import annotations
 
 import json
+import logging as pylogging
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
@@ -84,6 +85,7 @@ def run() -> Dict[str, Any]:
     import keras
     import tensorflow as tf
 
+    from callbacks import cli as recall_cli
     from losses import warn_if_prior_counted_twice
     from losses.registry import make_loss, make_rule
     from trainer import data as data_lib
@@ -110,7 +112,8 @@ def run() -> Dict[str, Any]:
         FLAGS.dataset, eval_dataset=FLAGS.eval_dataset, validation_split=FLAGS.validation_split,
         label_column=FLAGS.label_column, feature_key=FLAGS.feature_key, label_key=FLAGS.label_key,
         imbalance_ratio=FLAGS.imbalance_ratio, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
-        num_classes=FLAGS.num_classes, cache_dir=FLAGS.model_dir)
+        num_classes=FLAGS.num_classes, cache_dir=FLAGS.model_dir,
+        hold_out_validation=recall_cli.needs_held_out_split(FLAGS))
     logging.info("Data: %s", bundle.description)
     num_classes = bundle.num_classes
     if FLAGS.target_class is not None and not 0 <= FLAGS.target_class < num_classes:
@@ -120,7 +123,6 @@ def run() -> Dict[str, Any]:
 
     loss = make_loss(FLAGS.loss, class_counts=class_counts, gamma=FLAGS.gamma, tau=FLAGS.tau,
                      scale=FLAGS.ldam_scale)
-    from callbacks import cli as recall_cli
     rule = recall_cli.make_recall_target(FLAGS, class_counts, loss) \
         if FLAGS.reweighting == "recall_target" else make_rule(
         FLAGS.reweighting, num_classes=num_classes, class_counts=class_counts,
@@ -176,6 +178,22 @@ def run() -> Dict[str, Any]:
     return metrics
 
 
+class _LibraryInfoFilter(pylogging.Filter):
+    """Drops TensorFlow's and Keras's INFO lines (saver internals), keeps ours and all warnings."""
+
+    def __init__(self):
+        super().__init__()
+        import keras
+        import tensorflow as tf
+        self._library_dirs = tuple(os.path.dirname(os.path.dirname(module.__file__)) + os.sep
+                                   for module in (tf, keras))
+        self._library_dirs = tuple(os.path.join(d, name) for d in set(self._library_dirs)
+                                   for name in ("tensorflow", "keras"))
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return record.levelno >= pylogging.WARNING or not record.pathname.startswith(self._library_dirs)
+
+
 def run_command(run_function: Callable[[], Any], argv: List[str]) -> int:
     """Runs a command's `run_function`, mapping known failures to a message and an exit status.
 
@@ -186,6 +204,8 @@ def run_command(run_function: Callable[[], Any], argv: List[str]) -> int:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if progress_verbosity() <= 0:
         logging.set_verbosity(logging.WARNING)
+    elif progress_verbosity() == 1:
+        logging.get_absl_handler().addFilter(_LibraryInfoFilter())
     from trainer.fault_tolerance import exit_status_for
     try:
         run_function()

@@ -147,7 +147,8 @@ def _stream_split(name: str, summary: StreamSummary, build: Callable[[], tf.data
 def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_split: float = 0.2,
               label_column: str = "label", feature_key: str = "features", label_key: str = "label",
               imbalance_ratio: float = 100.0, data_dir: Optional[str] = None, seed: int = 0,
-              num_classes: Optional[int] = None, cache_dir: Optional[str] = None) -> DataBundle:
+              num_classes: Optional[int] = None, cache_dir: Optional[str] = None,
+              hold_out_validation: bool = False) -> DataBundle:
     """Loads (or scans) the training and eval data and validates every example.
 
     Args:
@@ -162,11 +163,16 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
       seed: Seed of the generators, subsamples and splits.
       num_classes: If given, integer labels must lie in [0, num_classes).
       cache_dir: Where the streamed sources cache their statistics (JSON).
+      hold_out_validation: With `eval_dataset` given, still hold out a stratified
+        `validation_split` of `dataset` as `validation` (for the recall-target
+        controller, calibration and recall callbacks, which must not see the
+        evaluation data); training then uses the rest.
 
     With `eval_dataset` None, `synthetic` and `fashion_mnist_lt` train on their long-tailed
     pool minus a stratified `validation` split and evaluate on their balanced test set; other
     sources split into train and eval (`validation` is `eval`). With `eval_dataset` given,
-    training uses the whole `dataset` and `validation` is None.
+    training uses the whole `dataset` and `validation` is None, unless
+    `hold_out_validation`, which keeps the stratified `validation` split of `dataset`.
 
     Returns:
       The `DataBundle`.
@@ -184,7 +190,8 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         if not (isinstance(imbalance_ratio, (int, float)) and math.isfinite(imbalance_ratio)
                 and imbalance_ratio >= 1):
             raise InputDataError(f"--imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}")
-    p = splits.check_validation_split(validation_split) if eval_spec is None else None
+    hold_out = eval_spec is None or hold_out_validation
+    p = splits.check_validation_split(validation_split) if hold_out else None
     common = dict(label_column=label_column, feature_key=feature_key, label_key=label_key,
                   seed=seed, cache_dir=cache_dir)
     validation: Optional[DataSplit] = None
@@ -198,9 +205,10 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         train = _stream_split("train", summary, build, summary.train_counts,
                               None if p is None else (offsets, p, False))
         if p is not None:
-            eval_split = _stream_split("eval", summary, build, summary.held_counts, (offsets, p, True))
-            _require_held_out(eval_split, dataset, p)
-            validation = eval_split
+            held = _stream_split("eval" if eval_spec is None else "validation", summary, build,
+                                 summary.held_counts, (offsets, p, True))
+            _require_held_out(held, dataset, p)
+            eval_split = validation = held  # an explicit --eval_dataset replaces eval below
         mean = None if summary.mean is None else np.asarray(summary.mean, np.float32)
         var = None if summary.variance is None else np.asarray(summary.variance, np.float32)
         input_shape = tuple(summary.input_shape)
@@ -212,13 +220,14 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         if p is not None:
             tr, ho = splits.stratified_indices(data.y, data.names, seed, p)
             x_train, y_train = data.x[tr], data.y[tr]
-            held = arrays.array_split("validation" if data.test is not None else "eval",
+            separate_eval = data.test is not None or eval_spec is not None
+            held = arrays.array_split("validation" if separate_eval else "eval",
                                       data.x[ho], data.y[ho], k)
             _require_held_out(held, dataset, p)
             if data.test is not None:
                 validation = held
                 eval_split = arrays.array_split("eval", data.test[0], data.test[1], k)
-            else:
+            else:  # an explicit --eval_dataset replaces eval below
                 eval_split = validation = held
         else:
             x_train, y_train = data.x, data.y
@@ -260,6 +269,8 @@ def _describe(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], p: Optional[f
     ratio = counts.max() / counts.min() if len(counts) else float("nan")
     if eval_spec is not None:
         where = f"eval {eval_split.num_examples:,} from {eval_spec}"
+        if validation is not None:
+            where = f"validation {validation.num_examples:,} ({p:g} stratified), " + where
     elif validation is not None and validation is not eval_split:
         where = (f"validation {validation.num_examples:,} ({p:g} stratified), "
                  f"eval {eval_split.num_examples:,} (balanced test set)")

@@ -241,9 +241,11 @@ def _latest_number(directory):
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
-def _wait_for_checkpoint(directory, process, deadline, min_number):
+def _wait_for_checkpoint(directory, process, deadline, min_number, log_path=None, log_text=None):
+    """Waits for checkpoint `min_number` (and, if given, for `log_text` in the run's log)."""
     while time.monotonic() < deadline:
-        if (directory / "checkpoints" / "checkpoint").exists() and _latest_number(directory) >= min_number:
+        if (directory / "checkpoints" / "checkpoint").exists() and _latest_number(directory) >= min_number \
+                and (log_text is None or log_text in read_log(log_path)):
             return
         if process.poll() is not None:
             pytest.fail(f"the run ended (status {process.returncode}) before it could be interrupted")
@@ -262,10 +264,11 @@ def _assert_same_result(run_dir, reference_dir):
     assert got_metrics == want_metrics
 
 
-def _interrupt(args, log_path, run_dir, signal_number, min_number):
+def _interrupt(args, log_path, run_dir, signal_number, min_number, log_text=None):
     process = start_cli(args, log_path=log_path)
     try:
-        _wait_for_checkpoint(run_dir, process, time.monotonic() + TIME_LIMIT_S, min_number)
+        _wait_for_checkpoint(run_dir, process, time.monotonic() + TIME_LIMIT_S, min_number,
+                             log_path, log_text)
         process.send_signal(signal_number)
         process.wait(timeout=60)
     finally:
@@ -278,7 +281,10 @@ def test_sigterm_then_sigkill_then_rerun_matches_an_uninterrupted_deterministic_
     run_dir = root / "interrupted"
 
     # SIGTERM after the first epoch: a checkpoint in the middle of epoch 2, status 143.
-    code, log = _interrupt(args(run_dir), root / "sigterm.log", run_dir, signal.SIGTERM, min_number=1)
+    # Signalled once a loop of epoch 2 has run (its progress line is logged), so the
+    # checkpoint falls mid-epoch however slow the machine is.
+    code, log = _interrupt(args(run_dir), root / "sigterm.log", run_dir, signal.SIGTERM, min_number=1,
+                           log_text="epoch 2 step")
     assert code == EXIT_PREEMPTED, log[-3000:]
     assert "preempted: Stopped by SIGTERM after saving the checkpoint" in log and "Traceback" not in log
     saved = checkpoint_values(run_dir / "checkpoints")

@@ -34,8 +34,9 @@ def _check_flag_combinations() -> None:
         FLAGS.reweighting == "drw" and FLAGS.drw_rule == "eqlv2")
     if uses_eqlv2 and FLAGS.loss != "sigmoid_focal":
         raise UsageError(
-            f"EQL v2 (--reweighting={FLAGS.reweighting}) needs a sigmoid (one-vs-all) loss: use --loss=sigmoid_focal "
-            f"(--gamma=0 for plain sigmoid cross-entropy), not --loss={FLAGS.loss}. With a softmax "
+            f"EQL v2 (--reweighting={FLAGS.reweighting}) needs a sigmoid (one-vs-all) loss: use "
+            f"--loss=sigmoid_focal (--gamma=0 for plain sigmoid cross-entropy), not "
+            f"--loss={FLAGS.loss}. With a softmax "
             f"loss it suppresses the head classes' negative gradients and training collapses.")
     if FLAGS.reweighting == "manual" and not FLAGS.class_weights:
         raise UsageError("--reweighting=manual needs --class_weights (one weight per class).")

@@ -30,6 +30,7 @@ from callbacks.recall_target import RecallTarget
 from callbacks.tensorboard_extras import TensorBoardExtras
 from trainer.operating_point import (calibrate_operating_point, labelled_logits,
                                      operating_point_metrics)
+from trainer.worst_class_point import calibrate_worst_class
 
 RECALL_TARGET_MODES = ("target_class", "worst_class")
 
@@ -48,10 +49,27 @@ def monitor_key(monitor: Optional[str], target_class: Optional[int]) -> str:
     return "val_" + monitor
 
 
+def calibration_kind(flags: Any) -> Optional[str]:
+    """Which operating point `--calibrate` chooses: `'target_recall'`, `'worst_class'` or None.
+
+    With `--target_class` and `--target_recall`: the rule that reaches the
+    target recall with the best precision. Otherwise, with
+    `--recall_target_mode=worst_class`: per-class logit offsets that raise
+    the smallest recall (`trainer.worst_class_point`).
+    """
+    if flags.target_recall is not None and flags.target_class is not None:
+        return "target_recall"
+    if flags.recall_target_mode == "worst_class":
+        return "worst_class"
+    return None
+
+
 def calibration_enabled(flags: Any) -> bool:
-    """`--calibrate`, defaulting to on when a target recall is given."""
+    """`--calibrate`, defaulting to on when a target recall is given or the
+    recall-target controller raises the worst class."""
     if flags.calibrate is None:
-        return flags.target_recall is not None and flags.target_class is not None
+        return flags.target_recall is not None and flags.target_class is not None or (
+            flags.reweighting == "recall_target" and flags.recall_target_mode == "worst_class")
     return bool(flags.calibrate)
 
 
@@ -68,8 +86,12 @@ def check_flags(flags: Any) -> None:
                              "needs --target_class and --target_recall.")
     if flags.target_recall is not None and not 0.0 < flags.target_recall <= 1.0:
         raise ValueError(f"--target_recall must be in (0, 1], got {flags.target_recall}.")
-    if flags.calibrate and (flags.target_class is None or flags.target_recall is None):
-        raise ValueError("--calibrate needs --target_class and --target_recall.")
+    if flags.calibrate and calibration_kind(flags) is None:
+        raise ValueError("--calibrate needs --target_class and --target_recall (the recall to "
+                         "reach), or --recall_target_mode=worst_class (raise the smallest recall).")
+    drop = flags.max_balanced_accuracy_drop
+    if not 0.0 <= drop <= 1.0:
+        raise ValueError(f"--max_balanced_accuracy_drop must be in [0, 1], got {drop}.")
     for name in ("early_stopping_patience", "reduce_lr_patience"):
         value = getattr(flags, name)
         if value is not None and value < 0:
@@ -94,18 +116,21 @@ def make_recall_target(flags: Any, class_counts: Any, loss: Any = None) -> Recal
     already corrects for the prior (`--loss=logit_adjusted` or
     `balanced_softmax`): then the rule is the weighted logit-adjusted loss
     (margins from the prior, weights from the controller) and the prior is
-    not counted twice.
+    not counted twice. `--recall_target_adjust` says whether the controller's
+    weights scale the gradient or shift the loss's logits.
     """
+    adjust = flags.recall_target_adjust
     if flags.recall_target_mode == "worst_class":
-        return RecallTarget(mode="worst_class", class_counts=class_counts, loss=loss)
+        return RecallTarget(mode="worst_class", class_counts=class_counts, loss=loss,
+                            adjust=adjust)
     return RecallTarget(target_class=flags.target_class, target_recall=flags.target_recall,
-                        class_counts=class_counts, loss=loss)
+                        class_counts=class_counts, loss=loss, adjust=adjust)
 
 
 def _hparams(flags: Any) -> Dict[str, Any]:
     names = ("dataset", "model", "epochs", "batch_size", "learning_rate", "loss", "reweighting",
-             "target_class", "target_recall", "recall_target_mode", "monitor",
-             "early_stopping_patience", "stop_at_recall", "reduce_lr_patience", "reduce_lr_factor",
+             "target_class", "target_recall", "recall_target_mode", "recall_target_adjust",
+             "monitor", "early_stopping_patience", "stop_at_recall", "reduce_lr_patience", "reduce_lr_factor",
              "imbalance_ratio", "seed")
     return {name: getattr(flags, name) for name in names if hasattr(flags, name)}
 
@@ -170,6 +195,9 @@ class RecallSetup:
     def calibrate_and_report(self, trainer: Any, flags: Any,
                              eval_data: tf.data.Dataset) -> Dict[str, Any]:
         """Calibrates on the held-out split, saves it, and measures it on `eval_data`."""
+        if calibration_kind(flags) == "worst_class":
+            return self._calibrate_worst_class(trainer, eval_data,
+                                               flags.max_balanced_accuracy_drop)
         point = calibrate_operating_point(trainer, self.held_out_data,
                                           target_class=flags.target_class,
                                           target_recall=flags.target_recall)
@@ -187,4 +215,26 @@ class RecallSetup:
             "eval_balanced_accuracy": calibrated["balanced_accuracy"],
             "argmax_eval_recall": float(argmax["recall"][k]),
             "argmax_eval_precision": float(argmax["precision"][k]),
+        }
+
+    def _calibrate_worst_class(self, trainer: Any, eval_data: tf.data.Dataset,
+                               max_balanced_accuracy_drop: float) -> Dict[str, Any]:
+        point = calibrate_worst_class(trainer, self.held_out_data,
+                                      max_balanced_accuracy_drop=max_balanced_accuracy_drop)
+        logits, labels = labelled_logits(trainer, eval_data)
+        calibrated = operating_point_metrics(point, logits, labels)
+        argmax = operating_point_metrics(None, logits, labels)
+        logging.info("Worst-class offsets chosen on the held-out split (its smallest recall %.4f "
+                     "-> %.4f): smallest recall %.4f, balanced accuracy %.4f on the evaluation "
+                     "data (argmax: %.4f, %.4f).", point.argmax_validation_min_recall,
+                     point.validation_min_recall, calibrated["min_recall"],
+                     calibrated["balanced_accuracy"], argmax["min_recall"],
+                     argmax["balanced_accuracy"])
+        return {
+            **point.to_dict(),
+            "eval_min_recall": calibrated["min_recall"],
+            "eval_balanced_accuracy": calibrated["balanced_accuracy"],
+            "eval_recall": [float(r) for r in calibrated["recall"]],
+            "argmax_eval_min_recall": argmax["min_recall"],
+            "argmax_eval_balanced_accuracy": argmax["balanced_accuracy"],
         }

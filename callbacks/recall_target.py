@@ -22,6 +22,7 @@ from trainer.metrics import per_class_metrics
 
 MODES = ("target_class", "worst_class")
 BASE_WEIGHTS = ("inverse_frequency", "uniform")
+ADJUSTMENTS = ("weights", "margins")
 
 
 def _check_positive(argument: str, value: float, upper: Optional[float] = None) -> float:
@@ -67,6 +68,21 @@ class RecallTarget(ClassWeights):
       are the dual weights of the min-max problem on the simplex,
       `c_j <- c_j * exp(step_size * m_j)`, renormalised to average 1.
 
+    How the weights act (`adjust`):
+
+    - `'weights'`: each example's gradient at the logits is scaled by
+      `w[label]` (a cost-sensitive loss).
+    - `'margins'`: the training loss sees the logits shifted by `-log w`
+      (`logit_offsets`); the gradient is left alone. With softmax
+      cross-entropy this is the logit-adjusted form of the same
+      cost-sensitive objective (Narasimhan and Menon, NeurIPS 2021): its
+      minimiser predicts `argmax_y w_y p(y|x)`, and it keeps moving the
+      decision boundary once a network fits its training data, where
+      weights lose their effect (a weight scales a loss that is already
+      near 0). With a plain loss and `class_counts` the inverse-frequency
+      base makes the offsets `log prior - log c`: the logit-adjusted loss
+      plus the controller's multipliers.
+
     Multipliers are kept in `[min_weight, max_weight]`, so no class weight
     collapses to 0 or explodes. All state (multipliers, smoothed miss rates,
     update count, the weights) lives in variables created by `build` inside
@@ -96,6 +112,8 @@ class RecallTarget(ClassWeights):
         above from `class_counts` and `loss`. Choosing `'inverse_frequency'`
         with a prior-corrected loss counts the prior twice (and
         `warn_if_prior_counted_twice` says so).
+      adjust: `'weights'` (default: scale the gradient) or `'margins'`
+        (shift the logits inside the training loss by `-log w`).
       name: Module name.
 
     Example:
@@ -113,7 +131,7 @@ class RecallTarget(ClassWeights):
                  *, mode: Optional[str] = None, class_counts: Optional[Sequence[float]] = None,
                  step_size: float = 1.0, smoothing: float = 0.5, min_weight: float = 0.1,
                  max_weight: float = 10.0, loss: Any = None, base_weights: Optional[str] = None,
-                 name: Optional[str] = None):
+                 adjust: str = "weights", name: Optional[str] = None):
         ReweightingRule.__init__(self, name=name or "recall_target")
         mode = mode or ("target_class" if target_class is not None else None)
         if mode not in MODES:
@@ -131,6 +149,9 @@ class RecallTarget(ClassWeights):
                              f"target_class or target_recall (got {target_class!r}, {target_recall!r}).")
         if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < 1.0):
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}.")
+        if adjust not in ADJUSTMENTS:
+            raise ValueError(f"adjust must be one of {', '.join(ADJUSTMENTS)}, got {adjust!r}.")
+        self.adjust = adjust
         self.mode = mode
         self.target_class = target_class
         self.target_recall = target_recall
@@ -187,6 +208,17 @@ class RecallTarget(ClassWeights):
         self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates")
         self.last_update_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                             name="last_update_step")
+
+    def __call__(self, labels, logits, grad_logits, context):
+        if self.adjust == "margins":
+            return grad_logits
+        return ClassWeights.__call__(self, labels, logits, grad_logits, context)
+
+    def logit_offsets(self, context) -> Optional[tf.Tensor]:
+        """`-log w` with `adjust='margins'` (see the class docstring), else None."""
+        if self.adjust != "margins":
+            return None
+        return -tf.math.log(tf.convert_to_tensor(self.weights))
 
     # -------------------------------------------------------------- update
 
@@ -253,7 +285,7 @@ class RecallTarget(ClassWeights):
                 "class_counts": None if self.class_counts is None else self.class_counts.tolist(),
                 "step_size": self.step_size, "smoothing": self.smoothing,
                 "min_weight": self.min_weight, "max_weight": self.max_weight,
-                "base_weights": self.base_weights}
+                "base_weights": self.base_weights, "adjust": self.adjust}
 
 
 class RecallTargetController(keras.callbacks.Callback):

@@ -58,6 +58,15 @@ class Compose(ReweightingRule):
                 product = weights if product is None else product * weights
         return product
 
+    def logit_offsets(self, context: TrainingContext) -> Optional[tf.Tensor]:
+        """The sum of the rules' training logit offsets (None when no rule has any)."""
+        total = None
+        for rule in self.rules:
+            offsets = rule.logit_offsets(context)
+            if offsets is not None:
+                total = offsets if total is None else total + offsets
+        return total
+
     def get_config(self) -> Dict[str, Any]:
         return {"rules": [serialize_rule(rule) for rule in self.rules]}
 

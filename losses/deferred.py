@@ -58,6 +58,14 @@ class DeferredReweighting(ReweightingRule):
         active = tf.cast(context.epoch, tf.int64) >= self.start_epoch
         return tf.where(active, reweighted, grad_logits)
 
+    def logit_offsets(self, context: TrainingContext) -> Optional[tf.Tensor]:
+        """The wrapped rule's training logit offsets from `start_epoch` on, zeros before."""
+        offsets = self.rule.logit_offsets(context)
+        if offsets is None:
+            return None
+        active = tf.cast(context.epoch, tf.int64) >= self.start_epoch
+        return tf.where(active, offsets, tf.zeros_like(offsets))
+
     def class_weights(self) -> Optional[tf.Tensor]:
         """The wrapped rule's weights: those applied from `start_epoch` on."""
         return self.rule.class_weights()

@@ -91,6 +91,23 @@ class ReweightingRule(tf.Module):
         """The current per-class weights, or None when the rule has none."""
         return None
 
+    def logit_offsets(self, context: TrainingContext) -> Optional[tf.Tensor]:
+        """A `[num_classes]` vector added to the logits inside the training loss, or None.
+
+        Rules that act through margins rather than through the gradient (e.g.
+        `callbacks.RecallTarget(adjust='margins')`) return one. The Trainer
+        adds it to the logits it passes to the loss during training only, so
+        evaluation and prediction see the model's own logits: a negative
+        offset for class j makes the training loss demand a larger logit for
+        j, which then shows as a higher recall of j at test time. Read inside
+        the compiled step, in replica context: a pure tensor function of the
+        rule's variables. None (the default) leaves the logits alone.
+
+        Args:
+          context: epoch and step counters.
+        """
+        return None
+
     def get_config(self) -> Dict[str, Any]:
         return {}
 

@@ -22,6 +22,18 @@ controller (whose base weights are then uniform, so the prior counts once):
   target_class_la  la + `RecallTarget(target_class=6, ..., loss=la)`, then
                    the calibrated operating point.
 
+  worst_class_margins  `RecallTarget(mode='worst_class', adjust='margins')`:
+                   the controller's weights as margins in the loss (with
+                   the inverse-frequency base: the logit-adjusted loss
+                   plus the controller's multipliers).
+
+Every row is also measured under the worst-class operating point
+(`trainer.worst_class_point`): per-class logit offsets chosen on the
+held-out split to raise its smallest recall without lowering its balanced
+accuracy (the default; `*_offsets` in the JSON), and without that bound
+(`*_offsets_unbounded`); `--recall_target_mode=worst_class` in the CLI
+applies the default ones.
+
 Every row also gives the held-out split's worst-class recall and balanced
 accuracy (`validation_*` in the JSON): choose among configurations with
 those, not with the test set.
@@ -36,6 +48,8 @@ Usage:
   TF_CPP_MIN_LOG_LEVEL=2 python scripts/bench_recall_target.py --seeds 0 1 2 \
       --json_out /tmp/bench_recall_target.json
   python scripts/bench_recall_target.py --smoke   # 1 epoch on a slice: checks it runs
+  # Seeds in separate processes, one table:
+  python scripts/bench_recall_target.py --merge a.json b.json
 """
 
 from __future__ import annotations
@@ -60,8 +74,10 @@ from trainer import data as data_lib  # noqa: E402
 from trainer.models import build_model  # noqa: E402
 from trainer.operating_point import (choose_operating_point, labelled_logits,  # noqa: E402
                                      operating_point_metrics)
+from trainer.worst_class_point import choose_worst_class_offsets  # noqa: E402
 
-METHODS = ("ce", "target_class", "worst_class", "la", "worst_class_la", "target_class_la")
+METHODS = ("ce", "target_class", "worst_class", "la", "worst_class_la", "target_class_la",
+           "worst_class_margins")
 DEFAULT_METHODS = ("ce", "target_class", "worst_class")
 CALIBRATED = ("ce", "target_class", "target_class_la")
 
@@ -85,10 +101,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="RecallTarget EMA factor of the measured miss rates.")
     parser.add_argument("--tau", type=float, default=1.0,
                         help="Logit-adjustment temperature of the *_la methods.")
+    parser.add_argument("--adjust", choices=("weights", "margins"), default="weights",
+                        help="RecallTarget: scale the gradient or shift the loss's logits.")
     parser.add_argument("--no_prior_correction", action="store_true",
                         help="RecallTarget base weights 1 instead of inverse frequency.")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--json_out", default=None)
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="Print one table from the rows of earlier --json_out files.")
     parser.add_argument("--smoke", action="store_true", help="1 epoch on 2,000 training examples.")
     return parser.parse_args(argv)
 
@@ -100,7 +120,8 @@ def train(method: str, bundle: Any, seed: int, args: argparse.Namespace) -> Trai
     if method.endswith("la"):
         loss = LogitAdjustedCrossentropy(bundle.train.class_counts, tau=args.tau)
     controller = dict(class_counts=counts, step_size=args.step_size, max_weight=args.max_weight,
-                      smoothing=args.smoothing, loss=loss)
+                      smoothing=args.smoothing, loss=loss,
+                      adjust="margins" if method.endswith("margins") else args.adjust)
     if method.startswith("target_class"):
         rule = RecallTarget(target_class=args.target_class, target_recall=args.target_recall,
                             **controller)
@@ -145,6 +166,17 @@ def measure(method: str, trainer: Trainer, bundle: Any, seed: int,
         "validation_worst_recall": val_argmax["min_recall"],
         "validation_balanced_accuracy": val_argmax["balanced_accuracy"],
     }
+    # The default (no held-out balanced accuracy given up) and unbounded offsets.
+    for suffix, drop in (("_offsets", 0.0), ("_offsets_unbounded", None)):
+        offsets = choose_worst_class_offsets(val_logits, val_labels,
+                                             max_balanced_accuracy_drop=drop)
+        offset_metrics = operating_point_metrics(offsets, test_logits, test_labels)
+        row.update({"worst_recall" + suffix: offset_metrics["min_recall"],
+                    "balanced_accuracy" + suffix: offset_metrics["balanced_accuracy"],
+                    "recall" + suffix: [float(r) for r in offset_metrics["recall"]],
+                    "validation_worst_recall" + suffix: offsets.validation_min_recall,
+                    "validation_balanced_accuracy" + suffix: offsets.validation_balanced_accuracy,
+                    "class" + suffix: list(offsets.class_offsets)})
     if method in CALIBRATED:
         kind = "threshold" if method == "ce" else "auto"
         point = choose_operating_point(val_logits, val_labels, target_class=t,
@@ -186,8 +218,11 @@ def summarise(rows: List[Dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "| method | balanced acc. | worst-class recall | shirt recall (argmax) | shirt precision "
         "(argmax) | shirt recall (calibrated) | shirt precision (calibrated) | CE precision at "
-        "the same recall | held-out worst-class recall | held-out balanced acc. |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "the same recall | held-out worst-class recall | held-out balanced acc. | worst-class recall "
+        "(worst-class offsets) | balanced acc. (worst-class offsets) | held-out worst-class recall "
+        "(offsets) | held-out balanced acc. (offsets) | worst-class recall (unbounded offsets) | "
+        "balanced acc. (unbounded offsets) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in args.methods:
         mine = [r for r in rows if r["method"] == method]
@@ -202,12 +237,29 @@ def summarise(rows: List[Dict[str, Any]], args: argparse.Namespace) -> str:
             f"{fmt([r.get('calibrated_recall') for r in mine])} | "
             f"{fmt([r.get('calibrated_precision') for r in mine])} | {fmt(equal)} | "
             f"{fmt([r['validation_worst_recall'] for r in mine])} | "
-            f"{fmt([r['validation_balanced_accuracy'] for r in mine])} |")
+            f"{fmt([r['validation_balanced_accuracy'] for r in mine])} | "
+            f"{fmt([r.get('worst_recall_offsets') for r in mine])} | "
+            f"{fmt([r.get('balanced_accuracy_offsets') for r in mine])} | "
+            f"{fmt([r.get('validation_worst_recall_offsets') for r in mine])} | "
+            f"{fmt([r.get('validation_balanced_accuracy_offsets') for r in mine])} | "
+            f"{fmt([r.get('worst_recall_offsets_unbounded') for r in mine])} | "
+            f"{fmt([r.get('balanced_accuracy_offsets_unbounded') for r in mine])} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        rows = []
+        for path in args.merge:
+            with open(path) as stream:
+                saved = json.load(stream)
+            rows.extend(saved["rows"])
+        methods = list(dict.fromkeys(row["method"] for row in rows))
+        args = argparse.Namespace(**{**saved["args"], "methods": methods,
+                                     "seeds": sorted({row["seed"] for row in rows})})
+        print(summarise(rows, args))
+        return 0
     if args.smoke:
         args.epochs = 1
     rows: List[Dict[str, Any]] = []
@@ -230,6 +282,8 @@ def main(argv=None) -> int:
                   f"{row['target_precision']:.4f}"
                   + (f"; calibrated ({row['calibrated_kind']}) recall {row['calibrated_recall']:.4f} "
                      f"precision {row['calibrated_precision']:.4f}" if "calibrated_recall" in row else "")
+                  + f"; worst-class offsets: worst recall {row['worst_recall_offsets']:.4f}, "
+                    f"balanced accuracy {row['balanced_accuracy_offsets']:.4f}"
                   + f" [{row['seconds']:.0f} s]", flush=True)
         for name in ("target_class", "target_class_la"):
             if "ce" not in by_method or name not in by_method:

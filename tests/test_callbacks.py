@@ -231,7 +231,7 @@ def test_cli_flag_combinations_are_checked():
     flags = SimpleNamespace(reweighting="recall_target", recall_target_mode="target_class",
                             target_class=2, target_recall=None, calibrate=None, monitor=None,
                             early_stopping_patience=None, reduce_lr_patience=None,
-                            reduce_lr_factor=0.5)
+                            reduce_lr_factor=0.5, max_balanced_accuracy_drop=0.0)
     with pytest.raises(ValueError, match="needs --target_class and --target_recall"):
         cli.check_flags(flags)
     flags.target_recall = 0.9
@@ -241,4 +241,28 @@ def test_cli_flag_combinations_are_checked():
         "val_min_recall"
     flags.monitor = "val_recall/1"
     with pytest.raises(ValueError, match="without the val_ prefix"):
+        cli.check_flags(flags)
+
+
+def test_cli_calibration_kind_follows_the_flags():
+    from types import SimpleNamespace
+
+    from callbacks import cli
+    flags = SimpleNamespace(reweighting="none", recall_target_mode="target_class",
+                            target_class=None, target_recall=None, calibrate=True, monitor=None,
+                            early_stopping_patience=None, reduce_lr_patience=None,
+                            reduce_lr_factor=0.5, max_balanced_accuracy_drop=0.0)
+    with pytest.raises(ValueError, match="--recall_target_mode=worst_class"):
+        cli.check_flags(flags)
+    flags.recall_target_mode = "worst_class"
+    cli.check_flags(flags)
+    assert cli.calibration_kind(flags) == "worst_class"
+    flags.calibrate = None
+    assert not cli.calibration_enabled(flags), "off by default without the controller"
+    flags.reweighting = "recall_target"
+    assert cli.calibration_enabled(flags), "on by default with the worst-class controller"
+    flags.target_class, flags.target_recall = 2, 0.9
+    assert cli.calibration_kind(flags) == "target_recall", "a target recall comes first"
+    flags.max_balanced_accuracy_drop = -0.1
+    with pytest.raises(ValueError, match="--max_balanced_accuracy_drop must be in"):
         cli.check_flags(flags)

@@ -10,8 +10,9 @@ import tensorflow as tf
 
 from callbacks import RecallTarget, RecallTargetController
 from callbacks.cli import make_recall_target
-from losses import (BalancedSoftmaxCrossentropy, DeferredReweighting, LogitAdjustedCrossentropy,
-                    SparseFocalCrossentropy, make_loss, warn_if_prior_counted_twice)
+from losses import (BalancedSoftmaxCrossentropy, Compose, DeferredReweighting,
+                    LogitAdjustedCrossentropy, SparseFocalCrossentropy, make_loss,
+                    warn_if_prior_counted_twice)
 from losses.rules import TrainingContext
 from trainer import Trainer
 from trainer.strategies import new_mirrored_strategy
@@ -129,12 +130,16 @@ def test_explicit_inverse_frequency_base_with_prior_corrected_loss_warns():
 @pytest.mark.parametrize("loss_name, base", [("logit_adjusted", "uniform"),
                                              ("balanced_softmax", "uniform"),
                                              ("cross_entropy", "inverse_frequency")])
-@pytest.mark.parametrize("mode", ["worst_class", "target_class"])
-def test_cli_rule_follows_the_loss(loss_name, base, mode):
-    flags = types.SimpleNamespace(recall_target_mode=mode, target_class=1, target_recall=0.9)
+@pytest.mark.parametrize("mode, adjust", [("worst_class", "weights"),
+                                          ("target_class", "weights"),
+                                          ("worst_class", "margins")])
+def test_cli_rule_follows_the_loss(loss_name, base, mode, adjust):
+    flags = types.SimpleNamespace(recall_target_mode=mode, target_class=1, target_recall=0.9,
+                                  recall_target_adjust=adjust)
     loss = make_loss(loss_name, class_counts=PRIOR_COUNTS)
     rule = make_recall_target(flags, PRIOR_COUNTS, loss)
     assert rule.base_weights == base
+    assert rule.adjust == adjust
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not warn_if_prior_counted_twice(loss, rule)
@@ -254,3 +259,100 @@ def test_controller_raises_the_target_class_recall():
     controlled = target_recall(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0))
     assert plain < 0.6
     assert controlled > plain + 0.2
+
+
+# ------------------------------------------------------------------ margins
+
+
+def train_weights(rule=None, loss=None, epochs=2, strategy=None):
+    train = make_dataset(*make_data(256, seed=0))
+    trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, seed=0, reweighting=rule,
+                      loss=loss, strategy=strategy, optimizer=lambda: keras.optimizers.Adam(0.01))
+    trainer.fit(train, epochs=epochs)
+    return [w.numpy() for w in trainer.model.weights]
+
+
+def test_margins_start_as_the_logit_adjusted_loss():
+    counts = [600.0, 300.0, 100.0]
+    rule = RecallTarget(mode="worst_class", class_counts=counts, adjust="margins")
+    adjusted = train_weights(loss=LogitAdjustedCrossentropy(counts, tau=1.0))
+    for ours, reference in zip(train_weights(rule), adjusted):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+    assert rule.prior_correction == "inverse_frequency"
+    # With the logit-adjusted loss the base is uniform: the offsets are 0 and the prior counts once.
+    with_loss = RecallTarget(mode="worst_class", class_counts=counts, adjust="margins",
+                             loss=LogitAdjustedCrossentropy(counts))
+    for ours, reference in zip(train_weights(with_loss, loss=LogitAdjustedCrossentropy(counts)),
+                               adjusted):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+class ShiftedCrossentropy(keras.losses.Loss):
+    """CE of logits + a fixed shift: the reference for a rule's offsets."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.shift = np.asarray(shift, np.float32)
+
+    def call(self, y_true, y_pred):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(tf.reshape(y_true, [-1]), tf.int32), logits=y_pred + self.shift)
+
+
+def test_moved_margins_shift_the_training_loss_and_leave_the_gradient_alone():
+    rule = built(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0, smoothing=0.0,
+                              adjust="margins"))
+    weights = rule.update([0.9, 0.9, 0.4])
+    assert weights[2] > 1.0
+    context = TrainingContext(epoch=tf.constant(0, tf.int64), step=tf.constant(0, tf.int64))
+    offsets = rule.logit_offsets(context).numpy()
+    np.testing.assert_allclose(offsets, -np.log(weights), rtol=1e-6)
+    assert offsets[2] < offsets[0], "the controlled class gets the larger margin"
+    gradient = tf.ones([2, NUM_CLASSES])
+    np.testing.assert_array_equal(rule(tf.constant([2, 0]), tf.zeros([2, 3]), gradient, context),
+                                  gradient)
+    # Training with the rule == training with CE on the shifted logits.
+    fresh = built(RecallTarget(target_class=2, target_recall=0.9, adjust="margins"))
+    fresh.weights.assign(weights)
+    for ours, reference in zip(train_weights(fresh), train_weights(loss=ShiftedCrossentropy(offsets))):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+    # Prediction and evaluation see the model's own logits (no offsets).
+    assert RecallTarget(target_class=2, target_recall=0.9).logit_offsets(context) is None
+
+
+def test_margins_under_mirrored_strategy_match_one_replica(mirrored):
+    def rule():
+        moved = built(RecallTarget(mode="worst_class", class_counts=[600.0, 300.0, 100.0],
+                                   adjust="margins", smoothing=0.0))
+        return moved
+
+    single = rule()
+    single.update([0.9, 0.8, 0.3])
+    with mirrored.scope():
+        replicated = rule()
+    replicated.update([0.9, 0.8, 0.3])
+    for ours, reference in zip(train_weights(replicated, strategy=mirrored), train_weights(single)):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_compose_and_deferred_pass_the_offsets_on():
+    margins = built(RecallTarget(mode="worst_class", class_counts=[600.0, 300.0, 100.0],
+                                 adjust="margins"))
+    weights = built(RecallTarget(mode="worst_class", class_counts=[600.0, 300.0, 100.0]))
+    context = TrainingContext(epoch=tf.constant(1, tf.int64), step=tf.constant(0, tf.int64))
+    expected = margins.logit_offsets(context).numpy()
+    composed = Compose(weights, margins)
+    composed.build(NUM_CLASSES)
+    np.testing.assert_allclose(composed.logit_offsets(context), expected)
+    assert Compose(weights).logit_offsets(context) is None
+    deferred = DeferredReweighting(margins, start_epoch=2)
+    np.testing.assert_array_equal(deferred.logit_offsets(context), np.zeros(NUM_CLASSES))
+    later = TrainingContext(epoch=tf.constant(2, tf.int64), step=tf.constant(0, tf.int64))
+    np.testing.assert_allclose(deferred.logit_offsets(later), expected)
+
+
+def test_adjust_is_checked_and_round_trips():
+    with pytest.raises(ValueError, match="adjust must be one of"):
+        RecallTarget(mode="worst_class", adjust="logits")
+    rule = RecallTarget(mode="worst_class", adjust="margins")
+    assert RecallTarget.from_config(rule.get_config()).adjust == "margins"

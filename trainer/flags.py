@@ -67,6 +67,10 @@ flags.DEFINE_float("target_recall", None,
 flags.DEFINE_enum("recall_target_mode", "target_class", ["target_class", "worst_class"],
                   "--reweighting=recall_target: move class weights until --target_class reaches "
                   "--target_recall, or raise the worst class's recall.")
+flags.DEFINE_enum("recall_target_adjust", "weights", ["weights", "margins"],
+                  "--reweighting=recall_target: scale each example's gradient by its class "
+                  "weight w, or shift the logits inside the training loss by -log w (margins: "
+                  "keep moving the decision boundary once the model fits its training data).")
 flags.DEFINE_string("monitor", None,
                     "Metric the recall callbacks follow, without the val_ prefix: recall/<k>, "
                     "min_recall, balanced_accuracy, macro_f1... Default: recall/<target_class>, "
@@ -83,8 +87,14 @@ flags.DEFINE_float("reduce_lr_factor", 0.5, "Learning-rate factor of --reduce_lr
 flags.DEFINE_bool("calibrate", None,
                   "After training, choose on the held-out split the logit offset or threshold "
                   "that reaches --target_recall (at 90% one-sided confidence) with the best "
-                  "precision; save it as operating_point.json, apply it in predict and the "
-                  "export (on by default when --target_recall is given).")
+                  "precision (or, with --recall_target_mode=worst_class and no target, the "
+                  "per-class logit offsets that raise the smallest recall); save it as "
+                  "operating_point.json, apply it in predict and the export (on by default when "
+                  "--target_recall is given or --reweighting=recall_target raises the worst "
+                  "class).")
+flags.DEFINE_float("max_balanced_accuracy_drop", 0.0,
+                   "Worst-class calibration: the most held-out balanced accuracy the per-class "
+                   "offsets may give up to raise the smallest recall (0: none; 1: no bound).")
 
 # Distribution and output.
 flags.DEFINE_enum("strategy", "default", list(STRATEGY_NAMES), "tf.distribute strategy.")

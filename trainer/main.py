@@ -171,7 +171,9 @@ def run() -> Dict[str, Any]:
             export_saved_model(trainer.model, export_dir, input_shape=bundle.train.input_shape,
                                class_names=bundle.class_names,
                                decide=None if point is None else point.decide_tensor,
-                               metadata={"num_classes": num_classes, "dataset": FLAGS.dataset})
+                               metadata={"num_classes": num_classes, "dataset": FLAGS.dataset,
+                                         "operating_point": None if point is None
+                                         else point.to_dict()})
             logging.info("Exported the serving model to %s", export_dir)
         print(format_per_class_table(result, bundle.class_names))
         print(f"Wrote {os.path.join(FLAGS.model_dir, 'metrics.json')}; "

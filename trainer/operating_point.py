@@ -48,6 +48,18 @@ def target_scores(logits: np.ndarray, target_class: int, kind: str) -> np.ndarra
     return logits[:, target_class] - _log_sum_exp(others, axis=1)
 
 
+def add_offsets(logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """`logits + offsets` for `[N, K]` logits and `[K]` offsets, in the logits' dtype.
+
+    Raises:
+      ValueError: when the logits are not `[N, K]`.
+    """
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[1] != len(offsets):
+        raise ValueError(f"logits must have shape [N, {len(offsets)}], got {logits.shape}.")
+    return logits + np.asarray(offsets).astype(logits.dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class OperatingPoint:
     """A decision rule for the target class.
@@ -93,10 +105,7 @@ class OperatingPoint:
         return offsets
 
     def adjust_logits(self, logits: np.ndarray) -> np.ndarray:
-        logits = np.asarray(logits)
-        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(f"logits must have shape [N, {self.num_classes}], got {logits.shape}.")
-        return logits + self.offsets().astype(logits.dtype)
+        return add_offsets(logits, self.offsets())
 
     def decide(self, logits: np.ndarray) -> np.ndarray:
         """Class indices `[N]` under this rule."""
@@ -138,16 +147,25 @@ class OperatingPoint:
 
     def save(self, directory: str) -> str:
         """Writes `<directory>/operating_point.json` atomically; returns the path."""
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, FILENAME)
-        with open(path + ".tmp", "w") as stream:
-            json.dump(self.to_dict(), stream, indent=2)
-        os.replace(path + ".tmp", path)
-        return path
+        return write_operating_point(self.to_dict(), directory)
 
 
-def load_operating_point(directory: Optional[str]) -> Optional[OperatingPoint]:
-    """The operating point saved in `directory`, or None when there is none."""
+def write_operating_point(payload: Dict[str, Any], directory: str) -> str:
+    """Writes an operating point's dict to `<directory>/operating_point.json` atomically."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, FILENAME)
+    with open(path + ".tmp", "w") as stream:
+        json.dump(payload, stream, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_operating_point(directory: Optional[str]) -> Optional[Any]:
+    """The operating point saved in `directory`, or None when there is none.
+
+    Either kind: an `OperatingPoint` (target recall) or a
+    `trainer.worst_class_point.WorstClassOperatingPoint`.
+    """
     if not directory:
         return None
     path = os.path.join(directory, FILENAME)
@@ -155,7 +173,12 @@ def load_operating_point(directory: Optional[str]) -> Optional[OperatingPoint]:
         return None
     with open(path) as stream:
         try:
-            return OperatingPoint.from_dict(json.load(stream))
+            payload = json.load(stream)
+            if isinstance(payload, dict) and payload.get("kind") == "worst_class_offsets":
+                # Imported here: that module builds on this one.
+                from trainer.worst_class_point import WorstClassOperatingPoint
+                return WorstClassOperatingPoint.from_dict(payload)
+            return OperatingPoint.from_dict(payload)
         except (ValueError, TypeError) as error:
             raise ValueError(f"{path} is not a valid operating point: {error}") from error
 
@@ -220,6 +243,23 @@ def _best_cutoff(scores: np.ndarray, is_target: np.ndarray, weights: np.ndarray,
     return float(cutoff), float(recall[best]), float(precision[best])
 
 
+def checked_logits_and_labels(logits: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """`(logits float64 [N, K], labels int64 [N])` of calibration data, checked.
+
+    Raises:
+      ValueError: when the shapes do not match, there are no examples, or a
+        logit is not finite.
+    """
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    if logits.ndim != 2 or logits.shape[0] != labels.shape[0] or logits.shape[0] == 0:
+        raise ValueError(f"logits [N, K] and labels [N] must match and be non-empty; got shapes "
+                         f"{logits.shape} and {labels.shape}.")
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("logits must be finite (the model produced NaN or Inf).")
+    return logits, labels
+
+
 def choose_operating_point(logits: np.ndarray, labels: np.ndarray, *, target_class: int,
                            target_recall: float, method: str = "auto",
                            class_prior: Optional[Sequence[float]] = None,
@@ -252,11 +292,7 @@ def choose_operating_point(logits: np.ndarray, labels: np.ndarray, *, target_cla
     Raises:
       ValueError: naming the argument that is out of range or inconsistent.
     """
-    logits = np.asarray(logits, np.float64)
-    labels = np.asarray(labels, np.int64).reshape(-1)
-    if logits.ndim != 2 or logits.shape[0] != labels.shape[0] or logits.shape[0] == 0:
-        raise ValueError(f"logits [N, K] and labels [N] must match and be non-empty; got shapes "
-                         f"{logits.shape} and {labels.shape}.")
+    logits, labels = checked_logits_and_labels(logits, labels)
     num_classes = logits.shape[1]
     if isinstance(target_class, bool) or not 0 <= int(target_class) < num_classes:
         raise ValueError(f"target_class={target_class!r} is out of range for {num_classes} classes.")
@@ -291,7 +327,9 @@ def operating_point_metrics(point: Optional[OperatingPoint], logits: np.ndarray,
     """Metrics of the rule's decisions (argmax when `point` is None) on labelled logits.
 
     Returns `per_class_metrics` output and `confusion_matrix`, plus
-    `target_recall` and `target_precision` when a point is given.
+    `target_recall` and `target_precision` when `point` has a target class.
+    `point` may be any operating point (an `OperatingPoint` or a
+    `trainer.worst_class_point.WorstClassOperatingPoint`).
     """
     logits = np.asarray(logits)
     labels = np.asarray(labels, np.int64).reshape(-1)
@@ -300,7 +338,7 @@ def operating_point_metrics(point: Optional[OperatingPoint], logits: np.ndarray,
     matrix = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
     metrics: Dict[str, Any] = dict(per_class_metrics(matrix))
     metrics["confusion_matrix"] = matrix
-    if point is not None:
+    if getattr(point, "target_class", None) is not None:
         metrics["target_recall"] = float(metrics["recall"][point.target_class])
         metrics["target_precision"] = float(metrics["precision"][point.target_class])
     return metrics

@@ -269,17 +269,23 @@ class Trainer:
             logits = self.model(features, training=True)
             regularization = tf.add_n(self.model.losses) if self.model.losses else None
         logits = tf.cast(logits, tf.float32)
+        offsets, context = None, None
+        if self.reweighting is not None:
+            context = TrainingContext(epoch=tf.convert_to_tensor(self.epoch),
+                                      step=tf.convert_to_tensor(self.global_step))
+            offsets = self.reweighting.logit_offsets(context)
         with tf.GradientTape() as loss_tape:
             loss_tape.watch(logits)
-            per_example = self.compute_loss(labels, logits)
+            # A rule acting through margins shifts the logits the loss sees (training
+            # only); the shift is constant, so dL/dlogits is taken through it.
+            loss_logits = logits if offsets is None else logits + tf.cast(offsets, logits.dtype)
+            per_example = self.compute_loss(labels, loss_logits)
             # Divided by the examples of the step on all replicas: a partial last
             # batch splits unevenly, so per-replica size x replicas would be wrong.
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=global_batch_size(labels, self.strategy))
         grad_logits = loss_tape.gradient(loss, logits)
         if self.reweighting is not None:
-            context = TrainingContext(epoch=tf.convert_to_tensor(self.epoch),
-                                      step=tf.convert_to_tensor(self.global_step))
             grad_logits = self.reweighting(labels, logits, grad_logits, context)
         targets, output_gradients = [logits], [grad_logits]
         if regularization is not None:

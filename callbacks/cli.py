@@ -89,6 +89,9 @@ def check_flags(flags: Any) -> None:
     if flags.calibrate and calibration_kind(flags) is None:
         raise ValueError("--calibrate needs --target_class and --target_recall (the recall to "
                          "reach), or --recall_target_mode=worst_class (raise the smallest recall).")
+    step = flags.recall_target_step_size
+    if step is not None and not (step > 0 and step < float("inf")):
+        raise ValueError(f"--recall_target_step_size must be a positive number, got {step}.")
     drop = flags.max_balanced_accuracy_drop
     if not 0.0 <= drop <= 1.0:
         raise ValueError(f"--max_balanced_accuracy_drop must be in [0, 1], got {drop}.")
@@ -119,18 +122,18 @@ def make_recall_target(flags: Any, class_counts: Any, loss: Any = None) -> Recal
     not counted twice. `--recall_target_adjust` says whether the controller's
     weights scale the gradient or shift the loss's logits.
     """
-    adjust = flags.recall_target_adjust
+    controller = dict(class_counts=class_counts, loss=loss, adjust=flags.recall_target_adjust,
+                      step_size=flags.recall_target_step_size)
     if flags.recall_target_mode == "worst_class":
-        return RecallTarget(mode="worst_class", class_counts=class_counts, loss=loss,
-                            adjust=adjust)
+        return RecallTarget(mode="worst_class", **controller)
     return RecallTarget(target_class=flags.target_class, target_recall=flags.target_recall,
-                        class_counts=class_counts, loss=loss, adjust=adjust)
+                        **controller)
 
 
 def _hparams(flags: Any) -> Dict[str, Any]:
     names = ("dataset", "model", "epochs", "batch_size", "learning_rate", "loss", "reweighting",
              "target_class", "target_recall", "recall_target_mode", "recall_target_adjust",
-             "monitor", "early_stopping_patience", "stop_at_recall", "reduce_lr_patience", "reduce_lr_factor",
+             "recall_target_step_size", "monitor", "early_stopping_patience", "stop_at_recall", "reduce_lr_patience", "reduce_lr_factor",
              "imbalance_ratio", "seed")
     return {name: getattr(flags, name) for name in names if hasattr(flags, name)}
 

@@ -68,6 +68,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from callbacks import RecallTarget  # noqa: E402
+from callbacks.recall_target import DEFAULT_STEP_SIZE  # noqa: E402
 from losses import LogitAdjustedCrossentropy, warn_if_prior_counted_twice  # noqa: E402
 from trainer import Trainer  # noqa: E402
 from trainer import data as data_lib  # noqa: E402
@@ -95,14 +96,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--confidence", type=float, default=0.9,
                         help="Calibration: one-sided confidence of the recall constraint "
                              "(0.5: point estimate). Used for CE and ours alike.")
-    parser.add_argument("--step_size", type=float, default=1.0, help="RecallTarget step size.")
+    parser.add_argument("--step_size", type=float, default=None,
+                        help="RecallTarget step size (default: the rule's, 1 with weights and "
+                             "0.5 with margins).")
     parser.add_argument("--max_weight", type=float, default=10.0, help="RecallTarget cap.")
     parser.add_argument("--smoothing", type=float, default=0.5,
                         help="RecallTarget EMA factor of the measured miss rates.")
     parser.add_argument("--tau", type=float, default=1.0,
                         help="Logit-adjustment temperature of the *_la methods.")
     parser.add_argument("--adjust", choices=("weights", "margins"), default="weights",
-                        help="RecallTarget: scale the gradient or shift the loss's logits.")
+                        help="RecallTarget: scale the gradient or shift the loss's logits "
+                             "(methods named *_margins always shift).")
     parser.add_argument("--no_prior_correction", action="store_true",
                         help="RecallTarget base weights 1 instead of inverse frequency.")
     parser.add_argument("--data_dir", default=None)
@@ -254,6 +258,13 @@ def main(argv=None) -> int:
         for path in args.merge:
             with open(path) as stream:
                 saved = json.load(stream)
+            step = saved["args"]["step_size"]
+            for row in saved["rows"]:  # controllers at a non-default step get their own rows
+                margins = row["method"].endswith("margins") or saved["args"]["adjust"] == "margins"
+                default = DEFAULT_STEP_SIZE["margins" if margins else "weights"]
+                controlled = row["method"].startswith(("target_class", "worst_class"))
+                if controlled and step is not None and step != default:
+                    row["method"] = f"{row['method']} (step {step:g})"
             rows.extend(saved["rows"])
         methods = list(dict.fromkeys(row["method"] for row in rows))
         args = argparse.Namespace(**{**saved["args"], "methods": methods,

@@ -231,7 +231,8 @@ def test_cli_flag_combinations_are_checked():
     flags = SimpleNamespace(reweighting="recall_target", recall_target_mode="target_class",
                             target_class=2, target_recall=None, calibrate=None, monitor=None,
                             early_stopping_patience=None, reduce_lr_patience=None,
-                            reduce_lr_factor=0.5, max_balanced_accuracy_drop=0.0)
+                            reduce_lr_factor=0.5, max_balanced_accuracy_drop=0.0,
+                            recall_target_step_size=None)
     with pytest.raises(ValueError, match="needs --target_class and --target_recall"):
         cli.check_flags(flags)
     flags.target_recall = 0.9
@@ -251,7 +252,8 @@ def test_cli_calibration_kind_follows_the_flags():
     flags = SimpleNamespace(reweighting="none", recall_target_mode="target_class",
                             target_class=None, target_recall=None, calibrate=True, monitor=None,
                             early_stopping_patience=None, reduce_lr_patience=None,
-                            reduce_lr_factor=0.5, max_balanced_accuracy_drop=0.0)
+                            reduce_lr_factor=0.5, max_balanced_accuracy_drop=0.0,
+                            recall_target_step_size=None)
     with pytest.raises(ValueError, match="--recall_target_mode=worst_class"):
         cli.check_flags(flags)
     flags.recall_target_mode = "worst_class"
@@ -265,4 +267,7 @@ def test_cli_calibration_kind_follows_the_flags():
     assert cli.calibration_kind(flags) == "target_recall", "a target recall comes first"
     flags.max_balanced_accuracy_drop = -0.1
     with pytest.raises(ValueError, match="--max_balanced_accuracy_drop must be in"):
+        cli.check_flags(flags)
+    flags.max_balanced_accuracy_drop, flags.recall_target_step_size = 0.0, 0.0
+    with pytest.raises(ValueError, match="--recall_target_step_size must be a positive number"):
         cli.check_flags(flags)

@@ -130,16 +130,18 @@ def test_explicit_inverse_frequency_base_with_prior_corrected_loss_warns():
 @pytest.mark.parametrize("loss_name, base", [("logit_adjusted", "uniform"),
                                              ("balanced_softmax", "uniform"),
                                              ("cross_entropy", "inverse_frequency")])
-@pytest.mark.parametrize("mode, adjust", [("worst_class", "weights"),
-                                          ("target_class", "weights"),
-                                          ("worst_class", "margins")])
-def test_cli_rule_follows_the_loss(loss_name, base, mode, adjust):
+@pytest.mark.parametrize("mode, adjust, step, expected", [
+    ("worst_class", "weights", None, ("weights", 1.0)),
+    ("target_class", None, None, ("weights", 1.0)),
+    ("worst_class", None, None, ("margins", 0.5)),
+    ("target_class", "margins", 2.0, ("margins", 2.0))])
+def test_cli_rule_follows_the_loss(loss_name, base, mode, adjust, step, expected):
     flags = types.SimpleNamespace(recall_target_mode=mode, target_class=1, target_recall=0.9,
-                                  recall_target_adjust=adjust)
+                                  recall_target_adjust=adjust, recall_target_step_size=step)
     loss = make_loss(loss_name, class_counts=PRIOR_COUNTS)
     rule = make_recall_target(flags, PRIOR_COUNTS, loss)
     assert rule.base_weights == base
-    assert rule.adjust == adjust
+    assert (rule.adjust, rule.step_size) == expected
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not warn_if_prior_counted_twice(loss, rule)
@@ -338,7 +340,8 @@ def test_margins_under_mirrored_strategy_match_one_replica(mirrored):
 def test_compose_and_deferred_pass_the_offsets_on():
     margins = built(RecallTarget(mode="worst_class", class_counts=[600.0, 300.0, 100.0],
                                  adjust="margins"))
-    weights = built(RecallTarget(mode="worst_class", class_counts=[600.0, 300.0, 100.0]))
+    weights = built(RecallTarget(mode="worst_class", class_counts=[600.0, 300.0, 100.0],
+                                 adjust="weights"))
     context = TrainingContext(epoch=tf.constant(1, tf.int64), step=tf.constant(0, tf.int64))
     expected = margins.logit_offsets(context).numpy()
     composed = Compose(weights, margins)

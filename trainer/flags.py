@@ -67,10 +67,15 @@ flags.DEFINE_float("target_recall", None,
 flags.DEFINE_enum("recall_target_mode", "target_class", ["target_class", "worst_class"],
                   "--reweighting=recall_target: move class weights until --target_class reaches "
                   "--target_recall, or raise the worst class's recall.")
-flags.DEFINE_enum("recall_target_adjust", "weights", ["weights", "margins"],
+flags.DEFINE_enum("recall_target_adjust", None, ["weights", "margins"],
                   "--reweighting=recall_target: scale each example's gradient by its class "
                   "weight w, or shift the logits inside the training loss by -log w (margins: "
-                  "keep moving the decision boundary once the model fits its training data).")
+                  "keep moving the decision boundary once the model fits its training data). "
+                  "Default: weights for --recall_target_mode=target_class, margins for "
+                  "worst_class.")
+flags.DEFINE_float("recall_target_step_size", None,
+                   "--reweighting=recall_target: the controller's exponentiated-gradient step "
+                   "(> 0). Default: 1 with weights, 0.5 with margins.")
 flags.DEFINE_string("monitor", None,
                     "Metric the recall callbacks follow, without the val_ prefix: recall/<k>, "
                     "min_recall, balanced_accuracy, macro_f1... Default: recall/<target_class>, "

@@ -202,12 +202,13 @@ def test_controller_under_mirrored_strategy_keeps_replicas_identical():
         np.testing.assert_allclose(replica_grads.numpy()[0], replicas[0][2])
 
 
-def test_controller_state_is_checkpointed_and_resumed(tmp_path):
+@pytest.mark.parametrize("adjust", ["weights", "margins"])
+def test_controller_state_is_checkpointed_and_resumed(tmp_path, adjust):
     train = make_dataset(*make_data(192, seed=0))
     held_out = make_dataset(*make_data(96, seed=1))
 
     def run(directory, epochs):
-        rule = RecallTarget(target_class=2, target_recall=0.9)
+        rule = RecallTarget(target_class=2, target_recall=0.9, adjust=adjust)
         trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, seed=0, reweighting=rule,
                           model_dir=str(directory),
                           callbacks=[rule.controller(validation_data=held_out)])

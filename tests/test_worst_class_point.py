@@ -135,6 +135,10 @@ def test_cli_worst_class_controller_with_margins_calibrates_and_exports(tmp_path
     assert point["validation_min_recall"] >= point["argmax_validation_min_recall"]
     assert point["eval_min_recall"] == pytest.approx(min(point["eval_recall"]))
     assert metrics["flags"]["recall_target_adjust"] == "margins"
+    rule = metrics["reweighting"]
+    assert rule["class_name"] == "RecallTarget"
+    assert (rule["config"]["adjust"], rule["config"]["step_size"]) == ("margins", 0.5)
+    assert len(metrics["final_class_weights"]) == len(metrics["recall"])
     served = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
     outputs = served(features=tf.random.stateless_normal([64, 20], seed=[1, 2]))
     expected = load_operating_point(str(model_dir))

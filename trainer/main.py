@@ -88,6 +88,7 @@ def run() -> Dict[str, Any]:
 
     from callbacks import cli as recall_cli
     from losses import warn_if_prior_counted_twice
+    from losses.rules import serialize_rule
     from losses.registry import make_loss, make_rule
     from trainer import data as data_lib
     from trainer.metrics import format_per_class_table
@@ -159,6 +160,10 @@ def run() -> Dict[str, Any]:
         "class_names": list(bundle.class_names),
         "epoch": int(trainer.epoch.numpy()), "step": int(trainer.global_step.numpy()),
         "flags": {flag.name: flag.value for flag in FLAGS.get_key_flags_for_module("trainer.flags")},
+        # The rule as it ran (defaults resolved) and its final per-class weights.
+        "reweighting": None if rule is None else serialize_rule(rule),
+        "final_class_weights": None if rule is None or rule.class_weights() is None
+        else [float(w) for w in rule.class_weights().numpy()],
     }
     if recall.calibrate:
         metrics["operating_point"] = recall.calibrate_and_report(trainer, FLAGS, eval_data)

@@ -66,7 +66,9 @@ flags.DEFINE_float("target_recall", None,
                    "calibrated operating point.")
 flags.DEFINE_enum("recall_target_mode", "target_class", ["target_class", "worst_class"],
                   "--reweighting=recall_target: move class weights until --target_class reaches "
-                  "--target_recall, or raise the worst class's recall.")
+                  "--target_recall, or raise the worst class's recall. With worst_class and no "
+                  "target, --calibrate chooses per-class logit offsets that raise the smallest "
+                  "held-out recall (with any loss or rule).")
 flags.DEFINE_enum("recall_target_adjust", None, ["weights", "margins"],
                   "--reweighting=recall_target: scale each example's gradient by its class "
                   "weight w, or shift the logits inside the training loss by -log w (margins: "

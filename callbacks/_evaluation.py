@@ -47,9 +47,3 @@ class LogitsCollector:
         if not logits:
             raise ValueError("validation_data is empty.")
         return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.int64)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """`[K, K]` int64 counts, rows true class, columns predicted."""
-    cells = np.asarray(labels, np.int64) * num_classes + np.asarray(predictions, np.int64)
-    return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)

@@ -15,10 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from callbacks._evaluation import LogitsCollector, confusion_matrix
+from callbacks._evaluation import LogitsCollector
 from losses.prior_warnings import loss_corrects_prior
 from losses.rules import ClassWeights, ReweightingRule, validate_class_counts
-from trainer.metrics import per_class_metrics
+from trainer.metrics import count_confusion_matrix, per_class_metrics
 
 MODES = ("target_class", "worst_class")
 BASE_WEIGHTS = ("inverse_frequency", "uniform")
@@ -349,7 +349,7 @@ class RecallTargetController(keras.callbacks.Callback):
         k = self.rule.num_classes
         if self._collector is not None:
             logits, labels = self._collector(self.model)
-            matrix = confusion_matrix(labels, logits.argmax(axis=1), k)
+            matrix = count_confusion_matrix(labels, logits.argmax(axis=1), k)
             return np.asarray(per_class_metrics(matrix)["recall"], np.float64)
         logs = logs or {}
         missing = [f"val_recall/{j}" for j in range(k) if f"val_recall/{j}" not in logs]

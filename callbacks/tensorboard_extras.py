@@ -15,7 +15,8 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
-from callbacks._evaluation import LogitsCollector, confusion_matrix
+from callbacks._evaluation import LogitsCollector
+from trainer.metrics import count_confusion_matrix
 
 # 3x5 bitmaps of the digits 0-9, one string of 15 bits per digit (rows top to bottom).
 _DIGITS = ("111101101101111", "010110010010111", "111001111100111", "111001111001111",
@@ -181,7 +182,7 @@ class TensorBoardExtras(keras.callbacks.Callback):
         k = logits.shape[1]
         shifted = logits - logits.max(axis=1, keepdims=True)
         probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        matrix = confusion_matrix(labels, logits.argmax(axis=1), k)
+        matrix = count_confusion_matrix(labels, logits.argmax(axis=1), k)
         step = self._step()
         with self._writer(self.run).as_default(step=step):
             tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[np.newaxis],

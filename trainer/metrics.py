@@ -65,6 +65,13 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
 
 
+def count_confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
+                           num_classes: int) -> np.ndarray:
+    """`[K, K]` int64 counts of NumPy labels and predictions, rows true class, columns predicted."""
+    cells = np.asarray(labels, np.int64) * num_classes + np.asarray(predictions, np.int64)
+    return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
 def per_class_metrics(confusion_matrix: np.ndarray) -> Dict[str, object]:
     """Derives per-class and summary metrics from a confusion matrix.
 

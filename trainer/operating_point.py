@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from trainer.metrics import per_class_metrics
+from trainer.metrics import count_confusion_matrix, per_class_metrics
 
 FILENAME = "operating_point.json"
 KINDS = ("logit_offset", "threshold")
@@ -335,7 +335,7 @@ def operating_point_metrics(point: Optional[OperatingPoint], logits: np.ndarray,
     labels = np.asarray(labels, np.int64).reshape(-1)
     predictions = logits.argmax(axis=1) if point is None else point.decide(logits)
     k = logits.shape[1]
-    matrix = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
+    matrix = count_confusion_matrix(labels, predictions, k)
     metrics: Dict[str, Any] = dict(per_class_metrics(matrix))
     metrics["confusion_matrix"] = matrix
     if getattr(point, "target_class", None) is not None:

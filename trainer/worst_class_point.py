@@ -21,22 +21,17 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from trainer.metrics import count_confusion_matrix, per_class_metrics
 from trainer.operating_point import (add_offsets, checked_logits_and_labels, labelled_logits,
                                      write_operating_point)
 
 KIND = "worst_class_offsets"
 
 
-def _recall_and_balanced_accuracy(logits: np.ndarray, labels: np.ndarray, offsets: np.ndarray,
-                                  present: np.ndarray) -> Tuple[np.ndarray, float, float]:
-    """Per-class recall `[K]` (NaN where absent), its minimum and mean over present classes."""
-    k = logits.shape[1]
+def _offset_metrics(logits: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> Dict[str, Any]:
+    """`per_class_metrics` of `argmax(logits + offsets)`: recall NaN where a class is absent."""
     predictions = np.argmax(logits + offsets, axis=1)
-    hits = np.bincount(labels[predictions == labels], minlength=k).astype(np.float64)
-    support = np.bincount(labels, minlength=k).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        recall = np.where(present, hits / support, np.nan)
-    return recall, float(np.min(recall[present])), float(np.mean(recall[present]))
+    return per_class_metrics(count_confusion_matrix(labels, predictions, logits.shape[1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,12 +157,15 @@ def choose_worst_class_offsets(logits: np.ndarray, labels: np.ndarray, *,
         raise ValueError(f"step_size must be a positive number, got {step_size!r}.")
     present = np.bincount(labels, minlength=k) > 0
     offsets = np.zeros(k, np.float64)
-    _, argmax_min, argmax_balanced = _recall_and_balanced_accuracy(logits, labels, offsets, present)
+    argmax = _offset_metrics(logits, labels, offsets)
+    argmax_min, argmax_balanced = argmax["min_recall"], argmax["balanced_accuracy"]
     floor = -np.inf if max_balanced_accuracy_drop is None \
         else argmax_balanced - max_balanced_accuracy_drop - 1e-12
     best = (argmax_min, argmax_balanced, offsets.copy())
     for t in range(int(iterations)):
-        recall, smallest, balanced = _recall_and_balanced_accuracy(logits, labels, offsets, present)
+        metrics = _offset_metrics(logits, labels, offsets)
+        recall, smallest, balanced = (metrics["recall"], metrics["min_recall"],
+                                      metrics["balanced_accuracy"])
         if balanced >= floor and (smallest, balanced) > best[:2]:
             best = (smallest, balanced, offsets.copy())
         miss = np.where(present, 1.0 - recall, 0.0)

@@ -133,8 +133,8 @@ def make_recall_target(flags: Any, class_counts: Any, loss: Any = None) -> Recal
 def _hparams(flags: Any) -> Dict[str, Any]:
     names = ("dataset", "model", "epochs", "batch_size", "learning_rate", "loss", "reweighting",
              "target_class", "target_recall", "recall_target_mode", "recall_target_adjust",
-             "recall_target_step_size", "monitor", "early_stopping_patience", "stop_at_recall", "reduce_lr_patience", "reduce_lr_factor",
-             "imbalance_ratio", "seed")
+             "recall_target_step_size", "monitor", "early_stopping_patience", "stop_at_recall",
+             "reduce_lr_patience", "reduce_lr_factor", "imbalance_ratio", "seed")
     return {name: getattr(flags, name) for name in names if hasattr(flags, name)}
 
 
@@ -197,16 +197,38 @@ class RecallSetup:
 
     def calibrate_and_report(self, trainer: Any, flags: Any,
                              eval_data: tf.data.Dataset) -> Dict[str, Any]:
-        """Calibrates on the held-out split, saves it, and measures it on `eval_data`."""
-        if calibration_kind(flags) == "worst_class":
-            return self._calibrate_worst_class(trainer, eval_data,
-                                               flags.max_balanced_accuracy_drop)
-        point = calibrate_operating_point(trainer, self.held_out_data,
-                                          target_class=flags.target_class,
-                                          target_recall=flags.target_recall)
+        """Calibrates on the held-out split, saves it, and measures it on `eval_data`.
+
+        The operating point is the one `calibration_kind` names; the report is
+        its dict plus its metrics on `eval_data` next to the plain argmax's.
+        """
+        worst_class = calibration_kind(flags) == "worst_class"
+        if worst_class:
+            point = calibrate_worst_class(
+                trainer, self.held_out_data,
+                max_balanced_accuracy_drop=flags.max_balanced_accuracy_drop)
+        else:
+            point = calibrate_operating_point(trainer, self.held_out_data,
+                                              target_class=flags.target_class,
+                                              target_recall=flags.target_recall)
         logits, labels = labelled_logits(trainer, eval_data)
         calibrated = operating_point_metrics(point, logits, labels)
         argmax = operating_point_metrics(None, logits, labels)
+        if worst_class:
+            logging.info("Worst-class offsets chosen on the held-out split (its smallest recall "
+                         "%.4f -> %.4f): smallest recall %.4f, balanced accuracy %.4f on the "
+                         "evaluation data (argmax: %.4f, %.4f).",
+                         point.argmax_validation_min_recall, point.validation_min_recall,
+                         calibrated["min_recall"], calibrated["balanced_accuracy"],
+                         argmax["min_recall"], argmax["balanced_accuracy"])
+            return {
+                **point.to_dict(),
+                "eval_min_recall": calibrated["min_recall"],
+                "eval_balanced_accuracy": calibrated["balanced_accuracy"],
+                "eval_recall": [float(r) for r in calibrated["recall"]],
+                "argmax_eval_min_recall": argmax["min_recall"],
+                "argmax_eval_balanced_accuracy": argmax["balanced_accuracy"],
+            }
         k = flags.target_class
         logging.info("Operating point (%s, offset %.3f) chosen on the held-out split: class %d "
                      "recall %.4f, precision %.4f on the evaluation data (argmax: %.4f, %.4f).",
@@ -218,26 +240,4 @@ class RecallSetup:
             "eval_balanced_accuracy": calibrated["balanced_accuracy"],
             "argmax_eval_recall": float(argmax["recall"][k]),
             "argmax_eval_precision": float(argmax["precision"][k]),
-        }
-
-    def _calibrate_worst_class(self, trainer: Any, eval_data: tf.data.Dataset,
-                               max_balanced_accuracy_drop: float) -> Dict[str, Any]:
-        point = calibrate_worst_class(trainer, self.held_out_data,
-                                      max_balanced_accuracy_drop=max_balanced_accuracy_drop)
-        logits, labels = labelled_logits(trainer, eval_data)
-        calibrated = operating_point_metrics(point, logits, labels)
-        argmax = operating_point_metrics(None, logits, labels)
-        logging.info("Worst-class offsets chosen on the held-out split (its smallest recall %.4f "
-                     "-> %.4f): smallest recall %.4f, balanced accuracy %.4f on the evaluation "
-                     "data (argmax: %.4f, %.4f).", point.argmax_validation_min_recall,
-                     point.validation_min_recall, calibrated["min_recall"],
-                     calibrated["balanced_accuracy"], argmax["min_recall"],
-                     argmax["balanced_accuracy"])
-        return {
-            **point.to_dict(),
-            "eval_min_recall": calibrated["min_recall"],
-            "eval_balanced_accuracy": calibrated["balanced_accuracy"],
-            "eval_recall": [float(r) for r in calibrated["recall"]],
-            "argmax_eval_min_recall": argmax["min_recall"],
-            "argmax_eval_balanced_accuracy": argmax["balanced_accuracy"],
         }

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from callbacks import (PerClassMetrics, RecallEarlyStopping, RecallReduceLROnPlateau,
                        resolve_monitor)
+from small_models import batched, small_mlp
 from trainer import Trainer
 from trainer.metrics import per_class_metrics
 
@@ -25,13 +26,20 @@ def make_data(num_examples=96, seed=0):
 
 
 def make_dataset(features, labels, batch_size=32):
-    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+    return batched(features, labels, batch_size)
 
 
 def make_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((NUM_FEATURES,)), keras.layers.Dense(8, activation="relu"),
-                             keras.layers.Dense(NUM_CLASSES)])
+    return small_mlp(NUM_FEATURES, NUM_CLASSES, hidden=8, seed=seed)
+
+
+def compiled_model():
+    """`make_model()` compiled for `model.fit` with per-class metrics in its logs."""
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[PerClassMetrics(NUM_CLASSES)])
+    return model
 
 
 class ScriptedLogs(keras.callbacks.Callback):
@@ -86,10 +94,7 @@ def test_keras_callbacks_work_unchanged_in_the_trainer(tmp_path):
 
 def test_per_class_metrics_fill_model_fit_logs():
     features, labels = make_data(90)
-    model = make_model()
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[PerClassMetrics(NUM_CLASSES)])
+    model = compiled_model()
     history = model.fit(features, labels, batch_size=30, epochs=2, verbose=0,
                         validation_data=(features[:60], labels[:60]))
     predictions = model.predict(features[:60], verbose=0).argmax(axis=1)
@@ -105,10 +110,7 @@ def test_per_class_metrics_fill_model_fit_logs():
 
 def test_our_callbacks_work_in_model_fit():
     features, labels = make_data(64)
-    model = make_model()
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[PerClassMetrics(NUM_CLASSES)])
+    model = compiled_model()
     script = ScriptedLogs("val_recall/2", [0.2, 0.7, 0.5, 0.6, 0.65, 0.9])
     stop = RecallEarlyStopping(class_id=2, patience=2)
     reduce = RecallReduceLROnPlateau(class_id=2, patience=1, factor=0.1)

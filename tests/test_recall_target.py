@@ -14,6 +14,7 @@ from losses import (BalancedSoftmaxCrossentropy, Compose, DeferredReweighting,
                     LogitAdjustedCrossentropy, SparseFocalCrossentropy, make_loss,
                     warn_if_prior_counted_twice)
 from losses.rules import TrainingContext
+from small_models import batched, small_mlp
 from trainer import Trainer
 from trainer.strategies import new_mirrored_strategy
 
@@ -169,13 +170,11 @@ def make_data(num_examples, seed, minority=2):
 
 
 def make_dataset(features, labels, batch_size=64):
-    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+    return batched(features, labels, batch_size)
 
 
 def make_model():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((NUM_FEATURES,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(NUM_CLASSES)])
+    return small_mlp(NUM_FEATURES, NUM_CLASSES, hidden=16)
 
 
 def test_controller_under_mirrored_strategy_keeps_replicas_identical():

@@ -12,6 +12,7 @@ import tensorflow as tf
 import losses
 from losses import (ClassWeights, Compose, DeferredReweighting, EqualizationV2,
                     TargetClassWeight, WeightedRecallCrossentropy)
+from small_models import batched, small_mlp
 from trainer import Trainer
 
 NUM_CLASSES = 4
@@ -27,16 +28,11 @@ def make_data(num_examples=64, seed=0):
 
 
 def make_dataset(features, labels, batch_size=16):
-    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+    return batched(features, labels, batch_size)
 
 
 def make_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((NUM_FEATURES,)),
-        keras.layers.Dense(8, activation="tanh"),
-        keras.layers.Dense(NUM_CLASSES),
-    ])
+    return small_mlp(NUM_FEATURES, NUM_CLASSES, hidden=8, activation="tanh", seed=seed)
 
 
 def _weights(model):

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from losses.rules import ClassWeights, TargetClassWeight, TrainingContext
+from small_models import batched, small_mlp
 from trainer import Trainer
 from trainer.strategies import new_mirrored_strategy
 
@@ -23,16 +24,11 @@ def make_data(num_examples=96, seed=0):
 
 
 def make_dataset(features, labels, batch_size=32):
-    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+    return batched(features, labels, batch_size)
 
 
 def make_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((NUM_FEATURES,)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(NUM_CLASSES),
-    ])
+    return small_mlp(NUM_FEATURES, NUM_CLASSES, hidden=16, seed=seed)
 
 
 def test_train_function_traced_at_most_twice_over_epochs():

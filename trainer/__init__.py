@@ -1,6 +1,8 @@
 """A compiled TensorFlow 2 training loop for classifiers on imbalanced data.
 
-`Trainer` is the loop; `trainer.main` is the command line.
+`Trainer` is the loop; `python -m trainer.main` is the command line. The
+package imports its parts lazily, so a leaf such as `trainer.checks` can be
+used by the layers below the loop (`losses`, `trainer.data`) without loading it.
 """
 
 import os
@@ -9,7 +11,18 @@ import os
 # messages; an explicit TF_CPP_MIN_LOG_LEVEL in the environment still wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer.metrics import ConfusionMatrix, per_class_metrics
-from trainer.trainer import Trainer
+_EXPORTS = {
+    "Trainer": "trainer.trainer",
+    "ConfusionMatrix": "trainer.metrics",
+    "per_class_metrics": "trainer.metrics",
+}
 
-__all__ = ["Trainer", "ConfusionMatrix", "per_class_metrics"]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -57,7 +57,8 @@ class PerClassMetrics(ConfusionMatrix):
             total = tf.reduce_sum(tf.where(has_support, values, tf.zeros_like(values)))
             return tf.where(supported > 0, total / tf.maximum(supported, 1.0), nan)
 
-        min_recall = tf.reduce_min(tf.where(has_support, recall, tf.fill(tf.shape(recall), tf.constant(2.0, tf.float64))))
+        above_any = tf.fill(tf.shape(recall), tf.constant(2.0, tf.float64))
+        min_recall = tf.reduce_min(tf.where(has_support, recall, above_any))
         logs = {
             "balanced_accuracy": mean_over_supported(recall),
             "macro_f1": mean_over_supported(f1),

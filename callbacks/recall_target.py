@@ -15,9 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from callbacks._evaluation import LogitsCollector
 from losses.prior_warnings import loss_corrects_prior
 from losses.rules import ClassWeights, ReweightingRule, validate_class_counts
+from trainer.evaluation import EvaluationResult, ModelLogits
 from trainer.metrics import count_confusion_matrix, per_class_metrics
 
 MODES = ("target_class", "worst_class")
@@ -306,11 +306,12 @@ class RecallTargetController(keras.callbacks.Callback):
 
     The held-out data must be disjoint from the training data (the CLI uses
     the data layer's fixed stratified split of the training data, never the
-    test set). Two ways to measure:
+    test set). Ways to measure:
 
-    - `validation_data=None`: at the end of each epoch, read
-      `val_recall/<k>` from the logs, i.e. the Trainer's (or model.fit's)
-      validation data is the held-out split.
+    - `validation_data=None` in a `Trainer`: at the end of each epoch, read
+      the recall of the epoch's one evaluation (`on_evaluation`), i.e. the
+      Trainer's `validation_data` is the held-out split. In `model.fit`:
+      read `val_recall/<k>` from the logs.
     - `validation_data=dataset`: evaluate on it at the end of each epoch, or
       every `update_every` optimizer steps (checked when the Trainer reports
       a finished loop of steps).
@@ -343,10 +344,18 @@ class RecallTargetController(keras.callbacks.Callback):
                                  "measure recall between epochs.")
         self.rule = rule
         self.update_every = None if update_every is None else int(update_every)
-        self._collector = None if validation_data is None else LogitsCollector(validation_data)
+        self._collector = None if validation_data is None else ModelLogits(validation_data)
+        self._evaluation: Optional[EvaluationResult] = None
+
+    def on_evaluation(self, result: EvaluationResult) -> None:
+        """The Trainer's evaluation of this epoch: its recall drives the end-of-epoch update."""
+        self._evaluation = result
 
     def _measured_recall(self, logs: Optional[Dict[str, Any]]) -> np.ndarray:
         k = self.rule.num_classes
+        if self._evaluation is not None and self._collector is None:
+            result, self._evaluation = self._evaluation, None
+            return np.asarray(result.per_class()["recall"], np.float64)
         if self._collector is not None:
             logits, labels = self._collector(self.model)
             matrix = count_confusion_matrix(labels, logits.argmax(axis=1), k)

@@ -15,8 +15,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
-from callbacks._evaluation import LogitsCollector
-from trainer.metrics import count_confusion_matrix
+from trainer.evaluation import EvaluationResult, ModelLogits
 
 # 3x5 bitmaps of the digits 0-9, one string of 15 bits per digit (rows top to bottom).
 _DIGITS = ("111101101101111", "010110010010111", "111001111100111", "111001111001111",
@@ -113,19 +112,23 @@ def write_hparams(writer: tf.summary.SummaryWriter, hparams: Mapping[str, Any],
 class TensorBoardExtras(keras.callbacks.Callback):
     """Writes, per evaluation, a confusion-matrix image and PR curves; the run's hparams and final metrics.
 
-    At the end of each epoch it runs the model over `validation_data` and
-    writes, under `<log_dir>/<run>` at the optimizer's step (the step the
-    Trainer writes its scalars at): the image `confusion_matrix` (rows true
-    class, row-normalised) and the PR curves `pr_curve/<k>` (one-vs-rest on
-    class k's probability). With `hparams`, it writes the hparams plugin's
-    config and session start under `<log_dir>` when training begins, and the
-    final values `final/<name>` (balanced accuracy, macro-F1, minimum recall,
-    accuracy, loss, and `recall/<k>`, from the last epoch's `val_` logs) when
+    At the end of each epoch it takes the logits of the epoch's evaluation
+    (in a `Trainer`: the `EvaluationResult` of its one pass over
+    `validation_data`, so no second pass; in `model.fit`: one pass of its own
+    over the `validation_data` given here) and writes, under `<log_dir>/<run>`
+    at the optimizer's step (the step the Trainer writes its scalars at): the
+    image `confusion_matrix` (rows true class, row-normalised) and the PR
+    curves `pr_curve/<k>` (one-vs-rest on class k's probability). With
+    `hparams`, it writes the hparams plugin's config and session start under
+    `<log_dir>` when training begins, and the final values `final/<name>`
+    (balanced accuracy, macro-F1, minimum recall, accuracy, loss, and
+    `recall/<k>`, from the last epoch's `val_` logs) when
     it ends, so each run is one row of the hparams table.
 
     Args:
       log_dir: The run directory (the Trainer's `model_dir`).
-      validation_data: Batched `(features, labels)` data to render.
+      validation_data: Batched `(features, labels)` data to render in
+        `model.fit`; None in a `Trainer`, which hands over its evaluation.
       class_names: Names shown in the PR curves' display names.
       hparams: Hyperparameters to record (name -> bool/int/float/str).
       run: Sub-directory of the per-evaluation summaries.
@@ -133,7 +136,9 @@ class TensorBoardExtras(keras.callbacks.Callback):
       enabled: False on workers other than the chief.
     """
 
-    def __init__(self, log_dir: str, validation_data: tf.data.Dataset, *,
+    needs_validation_logits = True  # The Trainer's evaluation then carries logits.
+
+    def __init__(self, log_dir: str, validation_data: Optional[tf.data.Dataset] = None, *,
                  class_names: Optional[Sequence[str]] = None,
                  hparams: Optional[Mapping[str, Any]] = None, run: str = "eval",
                  num_thresholds: int = 51, enabled: bool = True):
@@ -148,7 +153,8 @@ class TensorBoardExtras(keras.callbacks.Callback):
         self.run = run
         self.num_thresholds = int(num_thresholds)
         self.enabled = bool(enabled)
-        self._collector = LogitsCollector(validation_data)
+        self._collector = None if validation_data is None else ModelLogits(validation_data)
+        self._evaluation: Optional[EvaluationResult] = None
         self._writers: Dict[str, tf.summary.SummaryWriter] = {}
         self._last_logs: Dict[str, Any] = {}
 
@@ -174,15 +180,29 @@ class TensorBoardExtras(keras.callbacks.Callback):
         except (AttributeError, ValueError, RuntimeError, TypeError):
             return 0
 
+    def on_evaluation(self, result: EvaluationResult) -> None:
+        """The Trainer's evaluation of this epoch (with logits): what `on_epoch_end` renders."""
+        self._evaluation = result
+
+    def _epoch_evaluation(self) -> EvaluationResult:
+        result, self._evaluation = self._evaluation, None
+        if result is not None and result.logits is not None:
+            return result
+        if self._collector is None:
+            raise ValueError("TensorBoardExtras has nothing to render: pass validation_data to "
+                             "Trainer.fit (or, in model.fit, to TensorBoardExtras).")
+        logits, labels = self._collector(self.model)
+        return EvaluationResult.from_logits(logits, labels)
+
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._last_logs = dict(logs or {})
         if not self.enabled:
+            self._evaluation = None
             return
-        logits, labels = self._collector(self.model)
-        k = logits.shape[1]
+        result = self._epoch_evaluation()
+        logits, labels, matrix = result.logits, result.labels, result.confusion_matrix
         shifted = logits - logits.max(axis=1, keepdims=True)
         probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        matrix = count_confusion_matrix(labels, logits.argmax(axis=1), k)
         step = self._step()
         with self._writer(self.run).as_default(step=step):
             tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[np.newaxis],

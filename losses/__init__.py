@@ -8,14 +8,25 @@ from losses.cross_entropy import sparse_cross_entropy
 from losses.deferred import DeferredReweighting
 from losses.equalization import EqualizationV2
 from losses.focal import SigmoidFocalCrossentropy, SparseFocalCrossentropy
-from losses.prior_adjusted import (BalancedSoftmaxCrossentropy, LDAMCrossentropy,
-                                   LogitAdjustedCrossentropy, logit_adjustment_offsets,
-                                   posthoc_logit_adjustment)
+from losses.prior_adjusted import (
+    BalancedSoftmaxCrossentropy,
+    LDAMCrossentropy,
+    LogitAdjustedCrossentropy,
+    logit_adjustment_offsets,
+    posthoc_logit_adjustment,
+)
 from losses.prior_warnings import loss_corrects_prior, warn_if_prior_counted_twice
 from losses.registry import DRW_RULE_NAMES, LOSS_NAMES, RULE_NAMES, make_loss, make_rule
-from losses.rules import (ClassWeights, ReweightingRule, TargetClassWeight, TrainingContext,
-                          deserialize_rule, serialize_rule, validate_class_counts,
-                          validate_class_weights)
+from losses.rules import (
+    ClassWeights,
+    ReweightingRule,
+    TargetClassWeight,
+    TrainingContext,
+    deserialize_rule,
+    serialize_rule,
+    validate_class_counts,
+    validate_class_weights,
+)
 from losses.weighted_recall import WeightedRecallCrossentropy
 
 __all__ = [

@@ -54,28 +54,6 @@ def float_logits(y_pred, num_classes: Optional[int] = None, argument: str = "y_p
     return y_pred
 
 
-def validate_nonnegative(value: float, argument: str) -> float:
-    """Returns `value` as float; ValueError naming `argument` unless finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(value) or value < 0:
-        raise ValueError(f"{argument} must be a finite non-negative number, got {value!r}.")
-    return float(value)
-
-
-def validate_positive(value: float, argument: str) -> float:
-    """Returns `value` as float; ValueError naming `argument` unless finite and > 0."""
-    if validate_nonnegative(value, argument) <= 0:
-        raise ValueError(f"{argument} must be positive, got {value!r}.")
-    return float(value)
-
-
-def validate_class_index(value: int, argument: str) -> int:
-    """Returns `value` as int; ValueError naming `argument` unless a non-negative integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{argument} must be a non-negative integer class index, got {value!r}.")
-    return int(value)
-
-
 def as_float_list(values: Sequence[float]) -> list:
     """A JSON-friendly copy of a numeric vector, for `get_config`."""
     return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]

@@ -9,8 +9,8 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from losses.rules import (ReweightingRule, TrainingContext, deserialize_rule,
-                          serialize_rule)
+from losses.rules import ReweightingRule, TrainingContext, deserialize_rule, serialize_rule
+from trainer.checks import ArgumentError
 
 
 class Compose(ReweightingRule):
@@ -24,6 +24,9 @@ class Compose(ReweightingRule):
       *rules: One or more `ReweightingRule`s, applied first to last.
       name: Optional module name.
 
+    Raises:
+      ArgumentError: Naming `rules` when there is none or one is not a `ReweightingRule`.
+
     Example:
       >>> rule = Compose(TargetClassWeight(3, 2.0), EqualizationV2())
     """
@@ -31,10 +34,10 @@ class Compose(ReweightingRule):
     def __init__(self, *rules: ReweightingRule, name: Optional[str] = None):
         super().__init__(name=name)
         if not rules:
-            raise ValueError("Compose needs at least one rule, got none.")
+            raise ArgumentError("rules", rules, "must hold at least one rule")
         for rule in rules:
             if not isinstance(rule, ReweightingRule):
-                raise ValueError(f"Compose takes ReweightingRule objects, got {rule!r}.")
+                raise ArgumentError("rules", rule, "must be ReweightingRule objects")
         self.rules = list(rules)
 
     def build(self, num_classes: int) -> None:

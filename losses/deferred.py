@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import numpy as np
 import tensorflow as tf
 
-from losses.rules import (ReweightingRule, TrainingContext, deserialize_rule,
-                          serialize_rule)
+from losses.rules import ReweightingRule, TrainingContext, deserialize_rule, serialize_rule
+from trainer.checks import ArgumentError, check_integer
 
 
 class DeferredReweighting(ReweightingRule):
@@ -33,6 +32,9 @@ class DeferredReweighting(ReweightingRule):
       start_epoch: First (zero-based) epoch that uses `rule`, >= 0.
       name: Optional module name.
 
+    Raises:
+      ArgumentError: Naming `rule` or `start_epoch`.
+
     Example:
       >>> rule = DeferredReweighting(ClassWeights.effective_number(counts), start_epoch=160)
     """
@@ -40,12 +42,9 @@ class DeferredReweighting(ReweightingRule):
     def __init__(self, rule: ReweightingRule, start_epoch: int, name: Optional[str] = None):
         super().__init__(name=name)
         if not isinstance(rule, ReweightingRule):
-            raise ValueError(f"rule must be a ReweightingRule, got {rule!r}.")
+            raise ArgumentError("rule", rule, "must be a ReweightingRule")
         self.rule = rule
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) \
-                or start_epoch < 0:
-            raise ValueError(f"start_epoch must be a non-negative integer, got {start_epoch!r}.")
-        self.start_epoch = int(start_epoch)
+        self.start_epoch = check_integer(start_epoch, "start_epoch", minimum=0)
 
     def build(self, num_classes: int) -> None:
         super().build(num_classes)

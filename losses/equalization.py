@@ -7,20 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from losses.rules import ReweightingRule, TrainingContext
+from trainer.checks import check_nonnegative, check_number, check_positive
 
 _EPSILON = 1e-10  # as in the authors' code: pos / (neg + 1e-10)
-
-
-def _validate(value: float, argument: str, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or value < minimum or (strict and value == minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{argument} must be a finite number {relation} {minimum}, got {value!r}.")
-    return float(value)
 
 
 class EqualizationV2(ReweightingRule):
@@ -41,12 +33,12 @@ class EqualizationV2(ReweightingRule):
 
     Use it with a sigmoid (one-vs-all) loss, as in the paper: e.g.
     `SigmoidFocalCrossentropy(gamma=0.0, alpha=None)`, plain sigmoid
-    cross-entropy (`--loss=sigmoid_focal --gamma=0` on the command line).
+    cross-entropy.
     With softmax cross-entropy each example's logit gradients sum to zero,
     so a head class that rare examples mistake for it collects large
     negative gradients, gets a small ratio g_j and its negatives suppressed:
     training collapses onto the head classes (measured: 0.26 balanced
-    accuracy on long-tailed Fashion-MNIST, IR 100). The CLI refuses that pairing.
+    accuracy on long-tailed Fashion-MNIST, IR 100). The command line refuses that pairing.
 
     For an example with label y, the gradient at logit y is class y's
     positive gradient and the gradient at logit j != y is class j's negative
@@ -67,6 +59,9 @@ class EqualizationV2(ReweightingRule):
       alpha: Extra weight of positive gradients, >= 0 (paper: 4).
       name: Optional module name.
 
+    Raises:
+      ArgumentError: Naming `gamma`, `mu` or `alpha` when out of range.
+
     Example:
       >>> trainer = Trainer(model=model, reweighting=EqualizationV2(), num_classes=10)
     """
@@ -74,9 +69,9 @@ class EqualizationV2(ReweightingRule):
     def __init__(self, gamma: float = 12.0, mu: float = 0.8, alpha: float = 4.0,
                  name: Optional[str] = None):
         super().__init__(name=name)
-        self.gamma = _validate(gamma, "gamma", 0.0, strict=True)
-        self.mu = _validate(mu, "mu", -np.inf, strict=False)
-        self.alpha = _validate(alpha, "alpha", 0.0, strict=False)
+        self.gamma = check_positive(gamma, "gamma")
+        self.mu = check_number(mu, "mu")
+        self.alpha = check_nonnegative(alpha, "alpha")
         self.positive_gradients: Optional[tf.Variable] = None
         self.negative_gradients: Optional[tf.Variable] = None
 

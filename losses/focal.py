@@ -1,6 +1,6 @@
 """Focal losses (Lin et al. 2017) computed in log space: softmax with integer labels, and sigmoid.
 
-Loss and gradient stay exact and finite for logits up to +-1e4 (see `SparseFocalCrossentropy` for Keras's behaviour there).
+Loss and gradient stay exact and finite for logits up to +-1e4 (Keras's behaviour: `SparseFocalCrossentropy`).
 """
 
 from __future__ import annotations
@@ -11,22 +11,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from losses._inputs import (as_float_list, float_logits, sparse_labels,
-                            validate_nonnegative)
+from losses._inputs import as_float_list, float_logits, sparse_labels
+from trainer.checks import ArgumentError, check_nonnegative, check_number
 
 
-def _validate_alpha_vector(alpha: Optional[Sequence[float]]) -> Optional[np.ndarray]:
+def _check_alpha_vector(alpha: Optional[Sequence[float]]) -> Optional[np.ndarray]:
+    """Returns per-class weights as float64, or None; `ArgumentError` naming `alpha` otherwise."""
     if alpha is None:
         return None
     try:
         array = np.asarray(alpha, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"alpha must be a list of per-class weights or None, got {alpha!r}.") from error
+    except (TypeError, ValueError):
+        raise ArgumentError("alpha", alpha, "must be a list of per-class weights or None") from None
     if array.ndim != 1 or array.shape[0] < 2:
-        raise ValueError(
-            f"alpha must be a 1-D list with one weight per class (or None), got {alpha!r}.")
+        raise ArgumentError("alpha", alpha, "must be a 1-D list with one weight per class (or None)")
     if not np.all(np.isfinite(array)) or np.any(array < 0):
-        raise ValueError(f"alpha must be finite and non-negative, got {array.tolist()}.")
+        raise ArgumentError("alpha", array.tolist(), "must be finite and non-negative")
     return array
 
 
@@ -63,8 +63,8 @@ class SparseFocalCrossentropy(keras.losses.Loss):
                  reduction: Optional[str] = "sum_over_batch_size",
                  name: str = "sparse_focal_crossentropy", dtype: Any = None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.gamma = validate_nonnegative(gamma, "gamma")
-        self.alpha = _validate_alpha_vector(alpha)
+        self.gamma = check_nonnegative(gamma, "gamma")
+        self.alpha = _check_alpha_vector(alpha)
 
     def call(self, y_true, y_pred) -> tf.Tensor:
         num_classes = None if self.alpha is None else self.alpha.shape[0]
@@ -128,12 +128,8 @@ class SigmoidFocalCrossentropy(keras.losses.Loss):
                  reduction: Optional[str] = "sum_over_batch_size",
                  name: str = "sigmoid_focal_crossentropy", dtype: Any = None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.gamma = validate_nonnegative(gamma, "gamma")
-        if alpha is not None:
-            alpha = validate_nonnegative(alpha, "alpha")
-            if alpha > 1:
-                raise ValueError(f"alpha must be in [0, 1] or None, got {alpha!r}.")
-        self.alpha = alpha
+        self.gamma = check_nonnegative(gamma, "gamma")
+        self.alpha = None if alpha is None else check_number(alpha, "alpha", minimum=0, maximum=1)
 
     def call(self, y_true, y_pred) -> tf.Tensor:
         logits = tf.convert_to_tensor(y_pred)

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from losses._inputs import (as_float_list, float_logits, sparse_labels,
-                            validate_nonnegative, validate_positive)
+from losses._inputs import as_float_list, float_logits, sparse_labels
 from losses.rules import validate_class_counts
+from trainer.checks import check_nonnegative, check_positive
 
 
 class _ShiftedLogitsCrossentropy(keras.losses.Loss):
@@ -70,7 +70,7 @@ class LogitAdjustedCrossentropy(_ShiftedLogitsCrossentropy):
                  reduction: Optional[str] = "sum_over_batch_size",
                  name: str = "logit_adjusted_crossentropy", dtype: Any = None):
         super().__init__(class_counts, reduction=reduction, name=name, dtype=dtype)
-        self.tau = validate_nonnegative(tau, "tau")
+        self.tau = check_nonnegative(tau, "tau")
 
     def log_prior(self) -> np.ndarray:
         """log(counts / sum(counts)), float64."""
@@ -142,8 +142,8 @@ class LDAMCrossentropy(keras.losses.Loss):
                  name: str = "ldam_crossentropy", dtype: Any = None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.class_counts = validate_class_counts(class_counts)
-        self.max_margin = validate_positive(max_margin, "max_margin")
-        self.scale = validate_positive(scale, "scale")
+        self.max_margin = check_positive(max_margin, "max_margin")
+        self.scale = check_positive(scale, "scale")
 
     @property
     def margins(self) -> np.ndarray:
@@ -181,7 +181,7 @@ def logit_adjustment_offsets(class_counts: Sequence[float], tau: float = 1.0) ->
     Returns:
       float32 `[num_classes]` offsets.
     """
-    tau = validate_nonnegative(tau, "tau")
+    tau = check_nonnegative(tau, "tau")
     counts = validate_class_counts(class_counts)
     return (-tau * np.log(counts / counts.sum())).astype(np.float32)
 

@@ -1,6 +1,6 @@
 """Warns when two corrections for the class prior are stacked and over-correct together.
 
-Logit adjustment and balanced softmax already remove the prior; inverse-frequency weights or resampling remove it again.
+Logit adjustment and balanced softmax remove the prior; inverse-frequency weights or resampling do it again.
 """
 
 from __future__ import annotations
@@ -72,6 +72,6 @@ def warn_if_prior_counted_twice(loss, rule: Optional[ReweightingRule] = None,
     warnings.warn(
         f"{loss_name} already corrects for the class prior; combining it with "
         f"{' and '.join(others)} counts the prior twice and over-weights rare classes. "
-        "Use one correction (e.g. --reweighting=none with this loss, or --loss=cross_entropy "
+        "Use one correction (e.g. no reweighting rule with this loss, or plain cross-entropy "
         "with the weights).", UserWarning, stacklevel=2)
     return True

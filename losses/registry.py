@@ -1,6 +1,6 @@
-"""Builds losses and reweighting rules by name, for the command line (`--loss`, `--reweighting`).
+"""Builds losses and reweighting rules by name: `make_loss(name, ...)`, `make_rule(name, ...)`.
 
-Errors name the flag and list the valid values, so the CLI can print them as they are.
+Errors are `trainer.checks.ArgumentError`s naming this module's own arguments; the CLI maps them to its flags.
 """
 
 from __future__ import annotations
@@ -14,23 +14,38 @@ from losses.compose import Compose  # noqa: F401  (registers the class for deser
 from losses.deferred import DeferredReweighting
 from losses.equalization import EqualizationV2
 from losses.focal import SigmoidFocalCrossentropy, SparseFocalCrossentropy
-from losses.prior_adjusted import (BalancedSoftmaxCrossentropy, LDAMCrossentropy,
-                                   LogitAdjustedCrossentropy)
-from losses.rules import (ClassWeights, ReweightingRule, TargetClassWeight,
-                          validate_class_counts, validate_class_weights)
+from losses.prior_adjusted import BalancedSoftmaxCrossentropy, LDAMCrossentropy, LogitAdjustedCrossentropy
+from losses.rules import (
+    ClassWeights,
+    ReweightingRule,
+    TargetClassWeight,
+    validate_class_counts,
+    validate_class_weights,
+)
+from trainer.checks import (
+    ArgumentError,
+    check_choice,
+    check_class_index,
+    check_integer,
+    check_number,
+    check_positive,
+)
 
 LOSS_NAMES = ("cross_entropy", "focal", "sigmoid_focal", "logit_adjusted", "balanced_softmax",
               "ldam")
 RULE_NAMES = ("none", "manual", "inverse_frequency", "effective_number", "target_class", "drw",
               "eqlv2")
-# Rules that --drw_rule may name.
+# Rules that `drw_rule` may name.
 DRW_RULE_NAMES = ("manual", "inverse_frequency", "effective_number", "target_class", "eqlv2")
 
 
-def _counts(name: str, flag: str, class_counts, num_classes: Optional[int]) -> np.ndarray:
-    if class_counts is None:
-        raise ValueError(
-            f"{flag}={name} needs the per-class training counts (class_counts); none were given.")
+def _needed(argument: str, value, what: str, name: str, purpose: str) -> None:
+    if value is None:
+        raise ArgumentError(argument, value, f"is needed by the {what} {name!r} ({purpose})")
+
+
+def _counts(name: str, what: str, class_counts, num_classes: Optional[int]) -> np.ndarray:
+    _needed("class_counts", class_counts, what, name, "the training examples per class")
     return validate_class_counts(class_counts, num_classes, argument="class_counts")
 
 
@@ -39,7 +54,7 @@ def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
               alpha: Union[None, float, Sequence[float]] = None, max_margin: float = 0.5,
               scale: float = 30.0,
               reduction: Optional[str] = "sum_over_batch_size") -> keras.losses.Loss:
-    """Returns the loss called `name` (the `--loss` flag).
+    """Returns the loss called `name`.
 
     Args:
       name: One of `LOSS_NAMES`.
@@ -56,24 +71,22 @@ def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
       reduction: Keras reduction of the returned loss (None: per example).
 
     Raises:
-      ValueError: naming `--loss` for an unknown name, or the argument at fault.
+      ArgumentError: naming `name` when it is not one of `LOSS_NAMES`, or the
+        argument at fault.
     """
+    check_choice(name, "name", LOSS_NAMES)
     if name == "cross_entropy":
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
     if name == "focal":
         return SparseFocalCrossentropy(gamma=gamma, alpha=alpha, reduction=reduction)
     if name == "sigmoid_focal":
         return SigmoidFocalCrossentropy(gamma=gamma, alpha=alpha, reduction=reduction)
+    counts = _counts(name, "loss", class_counts, num_classes)
     if name == "logit_adjusted":
-        return LogitAdjustedCrossentropy(_counts(name, "--loss", class_counts, num_classes),
-                                         tau=tau, reduction=reduction)
+        return LogitAdjustedCrossentropy(counts, tau=tau, reduction=reduction)
     if name == "balanced_softmax":
-        return BalancedSoftmaxCrossentropy(_counts(name, "--loss", class_counts, num_classes),
-                                           reduction=reduction)
-    if name == "ldam":
-        return LDAMCrossentropy(_counts(name, "--loss", class_counts, num_classes),
-                                max_margin=max_margin, scale=scale, reduction=reduction)
-    raise ValueError(f"--loss={name!r} is not known; choose one of {', '.join(LOSS_NAMES)}.")
+        return BalancedSoftmaxCrossentropy(counts, reduction=reduction)
+    return LDAMCrossentropy(counts, max_margin=max_margin, scale=scale, reduction=reduction)
 
 
 def make_rule(name: str, *, num_classes: int, class_counts: Optional[Sequence[float]] = None,
@@ -82,71 +95,51 @@ def make_rule(name: str, *, num_classes: int, class_counts: Optional[Sequence[fl
               drw_start_epoch: Optional[int] = None, drw_rule: str = "effective_number",
               eqlv2_gamma: float = 12.0, eqlv2_mu: float = 0.8,
               eqlv2_alpha: float = 4.0) -> Optional[ReweightingRule]:
-    """Returns the (unbuilt) reweighting rule called `name` (the `--reweighting` flag).
+    """Returns the (unbuilt) reweighting rule called `name`.
 
     Args:
       name: One of `RULE_NAMES`; `none` returns None.
       num_classes: Number of classes, to check the other arguments against.
       class_counts: Training examples per class (`inverse_frequency`,
         `effective_number`).
-      class_weights: One weight per class (`manual`, the `--class_weights` flag).
-      beta: Effective-number beta in [0, 1) (`--beta`).
-      target_class: Class index for `target_class` (`--target_class`).
-      target_weight: Its weight (`--target_weight`).
-      drw_start_epoch: First epoch of reweighting for `drw` (`--drw_start_epoch`).
-      drw_rule: The rule `drw` switches on, one of `DRW_RULE_NAMES` (`--drw_rule`).
+      class_weights: One weight per class (`manual`).
+      beta: Effective-number beta in [0, 1) (`effective_number`).
+      target_class: Class index (`target_class`).
+      target_weight: Its weight, > 0 (`target_class`).
+      drw_start_epoch: First epoch of reweighting, zero-based (`drw`).
+      drw_rule: The rule `drw` switches on, one of `DRW_RULE_NAMES`.
       eqlv2_gamma: EQL v2 gamma.
       eqlv2_mu: EQL v2 mu.
       eqlv2_alpha: EQL v2 alpha.
 
     Raises:
-      ValueError: naming the flag and the offending value.
+      ArgumentError: naming the argument at fault and its value.
     """
+    check_choice(name, "name", RULE_NAMES)
     if name == "none":
         return None
     if name == "manual":
-        if class_weights is None:
-            raise ValueError("--reweighting=manual needs --class_weights (one weight per class).")
-        return ClassWeights(validate_class_weights(class_weights, num_classes,
-                                                   argument="--class_weights"))
+        _needed("class_weights", class_weights, "rule", name, "one weight per class")
+        return ClassWeights(validate_class_weights(class_weights, num_classes, argument="class_weights"))
     if name == "inverse_frequency":
-        return ClassWeights.inverse_frequency(
-            _counts(name, "--reweighting", class_counts, num_classes))
+        return ClassWeights.inverse_frequency(_counts(name, "rule", class_counts, num_classes))
     if name == "effective_number":
-        if isinstance(beta, bool) or not np.isfinite(beta) or not 0.0 <= beta < 1.0:
-            raise ValueError(f"--beta must be in [0, 1), got {beta!r}.")
-        return ClassWeights.effective_number(
-            _counts(name, "--reweighting", class_counts, num_classes), beta=beta)
+        beta = check_number(beta, "beta", minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        return ClassWeights.effective_number(_counts(name, "rule", class_counts, num_classes),
+                                             beta=beta)
     if name == "target_class":
-        if target_class is None or target_weight is None:
-            raise ValueError(
-                "--reweighting=target_class needs --target_class and --target_weight, got "
-                f"--target_class={target_class!r} --target_weight={target_weight!r}.")
-        if isinstance(target_class, bool) or int(target_class) != target_class \
-                or not 0 <= target_class < num_classes:
-            raise ValueError(
-                f"--target_class={target_class!r} is out of range for {num_classes} classes "
-                f"(valid: 0..{num_classes - 1}).")
-        if not np.isfinite(target_weight) or target_weight <= 0:
-            raise ValueError(f"--target_weight must be positive, got {target_weight!r}.")
-        return TargetClassWeight(int(target_class), float(target_weight))
+        _needed("target_class", target_class, "rule", name, "the class to weight")
+        _needed("target_weight", target_weight, "rule", name, "its weight")
+        return TargetClassWeight(check_class_index(target_class, "target_class", num_classes),
+                                 check_positive(target_weight, "target_weight"))
     if name == "drw":
-        if drw_start_epoch is None:
-            raise ValueError("--reweighting=drw needs --drw_start_epoch (the first epoch to "
-                             "reweight, zero-based).")
-        if isinstance(drw_start_epoch, bool) or int(drw_start_epoch) != drw_start_epoch \
-                or drw_start_epoch < 0:
-            raise ValueError(
-                f"--drw_start_epoch must be a non-negative integer, got {drw_start_epoch!r}.")
-        if drw_rule not in DRW_RULE_NAMES:
-            raise ValueError(f"--drw_rule={drw_rule!r} is not known; choose one of "
-                             f"{', '.join(DRW_RULE_NAMES)}.")
-        inner = make_rule(drw_rule, num_classes=num_classes, class_counts=class_counts,
+        _needed("drw_start_epoch", drw_start_epoch, "rule", name,
+                "the first epoch to reweight, zero-based")
+        start_epoch = check_integer(drw_start_epoch, "drw_start_epoch", minimum=0)
+        inner = make_rule(check_choice(drw_rule, "drw_rule", DRW_RULE_NAMES),
+                          num_classes=num_classes, class_counts=class_counts,
                           class_weights=class_weights, beta=beta, target_class=target_class,
                           target_weight=target_weight, eqlv2_gamma=eqlv2_gamma,
                           eqlv2_mu=eqlv2_mu, eqlv2_alpha=eqlv2_alpha)
-        return DeferredReweighting(inner, start_epoch=int(drw_start_epoch))
-    if name == "eqlv2":
-        return EqualizationV2(gamma=eqlv2_gamma, mu=eqlv2_mu, alpha=eqlv2_alpha)
-    raise ValueError(
-        f"--reweighting={name!r} is not known; choose one of {', '.join(RULE_NAMES)}.")
+        return DeferredReweighting(inner, start_epoch=start_epoch)
+    return EqualizationV2(gamma=eqlv2_gamma, mu=eqlv2_mu, alpha=eqlv2_alpha)

@@ -1,9 +1,6 @@
-"""Per-class reweighting rules that act on the gradient at the logits.
+"""Per-class reweighting rules that act on the gradient at the logits, and their argument checks.
 
-A rule receives the labels, the logits and dL/dlogits of one replica's batch and
-returns a reweighted dL/dlogits. Its state lives in `tf.Variable`s (so it is
-checkpointed and replica-synchronised); its behaviour is a pure tensor function
-(so it compiles inside `tf.function`).
+State lives in `tf.Variable`s (checkpointed, replica-synchronised); behaviour is a pure tensor function.
 """
 
 from __future__ import annotations
@@ -14,6 +11,14 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from trainer.checks import (
+    ArgumentError,
+    check_choice,
+    check_class_index,
+    check_integer,
+    check_number,
+    check_positive,
+)
 
 # Every ReweightingRule subclass, by class name, for `deserialize_rule`.
 _RULE_CLASSES: Dict[str, type] = {}
@@ -65,9 +70,7 @@ class ReweightingRule(tf.Module):
 
     def build(self, num_classes: int) -> None:
         """Creates the rule's state. Called once, inside `strategy.scope()`."""
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}.")
-        self._num_classes = int(num_classes)
+        self._num_classes = check_integer(num_classes, "num_classes", minimum=2)
 
     def __call__(
         self,
@@ -116,31 +119,47 @@ class ReweightingRule(tf.Module):
         return cls(**config)
 
 
+def _vector(values: Sequence[float], argument: str, what: str) -> np.ndarray:
+    """`values` as a float64 1-D array; `ArgumentError` naming `argument` otherwise."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ArgumentError(argument, values, "must be numbers") from None
+    if array.ndim != 1:
+        raise ArgumentError(argument, values, f"must be a 1-D list of {what} (shape {array.shape})")
+    return array
+
+
+def _check_length(array: np.ndarray, num_classes: Optional[int], argument: str) -> None:
+    """`ArgumentError` naming `argument` unless `array` has `num_classes` entries (when given)."""
+    if num_classes is not None and array.shape[0] != num_classes:
+        raise ArgumentError(argument, array.tolist(),
+                            f"has {array.shape[0]} values but there are {num_classes} classes")
+
+
 def validate_class_weights(weights: Sequence[float], num_classes: Optional[int] = None,
                            argument: str = "weights") -> np.ndarray:
     """Checks a per-class weight vector and returns it as float32.
 
+    Args:
+      weights: One weight per class.
+      num_classes: When given, the number of weights required.
+      argument: The caller's name for `weights`, for the message.
+
     Raises:
-      ValueError: naming `argument`, when the weights are not a finite 1-D
+      ArgumentError: Naming `argument`, when the weights are not a finite 1-D
         vector of non-negative values with at least one positive, or do not
         have `num_classes` entries.
     """
-    try:
-        array = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{argument} must be numbers, got {weights!r}.") from error
-    if array.ndim != 1:
-        raise ValueError(f"{argument} must be a 1-D list of per-class weights, got shape {array.shape}.")
-    if num_classes is not None and array.shape[0] != num_classes:
-        raise ValueError(
-            f"{argument} has {array.shape[0]} values but there are {num_classes} classes: "
-            f"{array.tolist()}.")
+    array = _vector(weights, argument, "per-class weights")
+    _check_length(array, num_classes, argument)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{argument} must be finite, got {array.tolist()}.")
+        raise ArgumentError(argument, array.tolist(), "must be finite")
     if np.any(array < 0):
-        raise ValueError(f"{argument} must be non-negative, got {array.tolist()}.")
+        raise ArgumentError(argument, array.tolist(), "must be non-negative")
     if not np.any(array > 0):
-        raise ValueError(f"{argument} are all zero: at least one class needs a positive weight.")
+        raise ArgumentError(argument, array.tolist(),
+                            "are all zero: at least one class needs a positive weight")
     return array.astype(np.float32)
 
 
@@ -153,30 +172,30 @@ def validate_class_counts(class_counts: Sequence[float], num_classes: Optional[i
     would be infinite. Add a pseudo-count (e.g. 1) for classes absent from
     the training data.
 
+    Args:
+      class_counts: Training examples of each class.
+      num_classes: When given, the number of counts required.
+      argument: The caller's name for `class_counts`, for the message.
+
     Raises:
-      ValueError: naming `argument`, when the counts are not a finite 1-D
+      ArgumentError: Naming `argument`, when the counts are not a finite 1-D
         vector of positive values with `num_classes` entries (if given).
     """
-    try:
-        array = np.asarray(class_counts, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{argument} must be numbers, got {class_counts!r}.") from error
-    if array.ndim != 1 or array.shape[0] < 2:
-        raise ValueError(
-            f"{argument} must be a 1-D list with one count per class (at least 2), "
-            f"got shape {array.shape}.")
-    if num_classes is not None and array.shape[0] != num_classes:
-        raise ValueError(
-            f"{argument} has {array.shape[0]} values but there are {num_classes} classes: "
-            f"{array.tolist()}.")
+    array = _vector(class_counts, argument, "counts, one per class")
+    if array.shape[0] < 2:
+        raise ArgumentError(argument, array.tolist(), "must hold one count per class (at least 2)")
+    _check_length(array, num_classes, argument)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{argument} must be finite, got {array.tolist()}.")
+        raise ArgumentError(argument, array.tolist(), "must be finite")
     if np.any(array <= 0):
         empty = np.flatnonzero(array <= 0).tolist()
-        raise ValueError(
-            f"{argument} must be positive, but classes {empty} have counts "
-            f"{array[empty].tolist()}; give absent classes a pseudo-count such as 1.")
+        raise ArgumentError(argument, array.tolist(),
+                            f"must be positive, but classes {empty} have counts {array[empty].tolist()} "
+                            f"(give absent classes a pseudo-count such as 1)")
     return array
+
+
+_PRIOR_CORRECTIONS = (None, "inverse_frequency", "effective_number")
 
 
 def _normalise_to_mean_one(weights: np.ndarray) -> np.ndarray:
@@ -221,10 +240,7 @@ class ClassWeights(ReweightingRule):
     def __init__(self, weights: Sequence[float], name: Optional[str] = None, *,
                  prior_correction: Optional[str] = None):
         super().__init__(name=name)
-        if prior_correction not in (None, "inverse_frequency", "effective_number"):
-            raise ValueError(
-                f"prior_correction must be None, 'inverse_frequency' or 'effective_number', "
-                f"got {prior_correction!r}.")
+        check_choice(prior_correction, "prior_correction", _PRIOR_CORRECTIONS)
         self._initial_weights = validate_class_weights(weights)
         self.prior_correction = prior_correction
         self.weights: Optional[tf.Variable] = None
@@ -239,7 +255,7 @@ class ClassWeights(ReweightingRule):
           name: Optional module name.
 
         Raises:
-          ValueError: naming `class_counts` when a count is not positive.
+          ArgumentError: Naming `class_counts` when a count is not positive.
         """
         counts = validate_class_counts(class_counts)
         return cls(_normalise_to_mean_one(1.0 / counts), name=name,
@@ -261,10 +277,9 @@ class ClassWeights(ReweightingRule):
           name: Optional module name.
 
         Raises:
-          ValueError: naming `beta` or `class_counts` when out of range.
+          ArgumentError: Naming `beta` or `class_counts` when out of range.
         """
-        if isinstance(beta, bool) or not np.isfinite(beta) or not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {beta!r}.")
+        beta = check_number(beta, "beta", minimum=0, maximum=1, exclusive_maximum=True)
         counts = validate_class_counts(class_counts)
         effective = -np.expm1(counts * np.log(beta)) if beta > 0 else np.ones_like(counts)
         return cls(_normalise_to_mean_one((1.0 - beta) / effective), name=name,
@@ -300,23 +315,21 @@ class TargetClassWeight(ClassWeights):
     Args:
       target_class: Index of the class whose recall matters.
       weight: Positive multiplier of that class's gradient.
+      name: Optional module name.
+
+    Raises:
+      ArgumentError: Naming `target_class` (also at `build`, when it is not
+        below `num_classes`) or `weight`.
     """
 
     def __init__(self, target_class: int, weight: float, name: Optional[str] = None):
-        if isinstance(target_class, bool) or int(target_class) != target_class or target_class < 0:
-            raise ValueError(f"target_class must be a non-negative integer, got {target_class!r}.")
-        if not np.isfinite(weight) or weight <= 0:
-            raise ValueError(f"weight (the target-class weight) must be positive, got {weight!r}.")
-        self.target_class = int(target_class)
-        self.weight = float(weight)
+        self.target_class = check_class_index(target_class, "target_class")
+        self.weight = check_positive(weight, "weight")
         ReweightingRule.__init__(self, name=name)
         self.weights = None
 
     def build(self, num_classes: int) -> None:
-        if self.target_class >= num_classes:
-            raise ValueError(
-                f"target_class={self.target_class} is out of range for {num_classes} classes "
-                f"(valid: 0..{num_classes - 1}).")
+        check_class_index(self.target_class, "target_class", num_classes)
         initial = np.ones(num_classes, np.float32)
         initial[self.target_class] = self.weight
         self._initial_weights = initial

@@ -1,6 +1,6 @@
 """Cross-entropy with a larger weight on the examples of one target class.
 
-The loss-level form of `TargetClassWeight`, fixing the label-shape handling of the seed write-ups' `WeightedRecallLoss`.
+The loss-level form of `TargetClassWeight`; fixes the label shapes of the write-ups' `WeightedRecallLoss`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any, Dict, Optional
 import keras
 import tensorflow as tf
 
-from losses._inputs import (float_logits, sparse_labels, validate_class_index,
-                            validate_positive)
+from losses._inputs import float_logits, sparse_labels
+from trainer.checks import check_class_index, check_positive
 
 
 @keras.saving.register_keras_serializable(package="imbalanced")
@@ -44,16 +44,14 @@ class WeightedRecallCrossentropy(keras.losses.Loss):
                  reduction: Optional[str] = "sum_over_batch_size",
                  name: str = "weighted_recall_crossentropy", dtype: Any = None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.target_class = validate_class_index(target_class, "target_class")
-        self.recall_weight = validate_positive(recall_weight, "recall_weight")
+        self.target_class = check_class_index(target_class, "target_class")
+        self.recall_weight = check_positive(recall_weight, "recall_weight")
 
     def call(self, y_true, y_pred) -> tf.Tensor:
         logits = float_logits(y_pred)
         width = logits.shape[-1]
-        if width is not None and self.target_class >= width:
-            raise ValueError(
-                f"target_class={self.target_class} is out of range for {width} classes "
-                f"(valid: 0..{width - 1}).")
+        if width is not None:
+            check_class_index(self.target_class, "target_class", width)
         labels = sparse_labels(y_true)
         loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         weight = tf.where(tf.equal(labels, self.target_class),

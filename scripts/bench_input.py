@@ -4,14 +4,19 @@ Generates files of `--size_mb` (64 float features, 10 classes) in a temp dir, ti
 statistics pass and the training split's pipeline (batch 256): streamed (read and parsed every
 epoch; shuffled and in order) and cached in memory; prints medians of `--rounds` alternating rounds.
 It also times the Trainer's consumption rate on the MLP benchmark (64-512-512-10, batch 256, data
-in memory) in the same process and prints each pipeline's rate over it (goal: >= 2x).
+in memory) in the same process and prints each pipeline's rate over it (goal: >= 2x); each Trainer
+measurement checks that its `global_step` and optimizer advanced by the steps it was timed for.
 
     python scripts/bench_input.py [--size_mb=300] [--rounds=3] [--seconds=5] [--csv_gb=1]
+    python scripts/bench_input.py --size_mb=2 --rounds=1 --seconds=0.5 --json_out=input.json  # a quick check
+
+The figures measured with it are in the README ("Benchmarks").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -23,11 +28,15 @@ from typing import Dict, List, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from losses import ClassWeights  # noqa: E402
+from trainer import Trainer  # noqa: E402
 from trainer.data import load_data, streaming  # noqa: E402
+from trainer.determinism import seed_everything  # noqa: E402
+from trainer.models import build_mlp  # noqa: E402
 
 NUM_FEATURES = 64
 NUM_CLASSES = 10
@@ -156,36 +165,63 @@ def bench_format(spec: str, rows: int, size_bytes: int, rounds: int, seconds: fl
     return result
 
 
-def measure_trainer_rate(seconds: float) -> Tuple[float, float]:
-    """The Trainer's consumption rate on the MLP benchmark, with data already in memory.
+class IncompleteWork(RuntimeError):
+    """The Trainer ran other than the steps it was timed for: its rate would mislead."""
+
+
+def _step_counts(trainer: Trainer) -> Dict[str, int]:
+    return {"optimizer.iterations": int(trainer.optimizer.iterations.numpy()),
+            "trainer.global_step": int(trainer.global_step.numpy())}
+
+
+def timed_epoch(trainer: Trainer, data: tf.data.Dataset, steps: int) -> Dict[str, float]:
+    """Trains one more epoch of `steps` steps and checks that exactly that many ran.
 
     Returns:
-      (examples per second, process CPU microseconds per example).
+      {"steps", "seconds", "cpu_seconds"}: the steps, wall and process CPU seconds of the epoch.
+
+    Raises:
+      IncompleteWork: If a step counter moved by other than `steps`.
     """
-    import keras
+    before = _step_counts(trainer)
+    cpu_start, start = _cpu_seconds(), time.perf_counter()
+    trainer.fit(data, epochs=1, steps_per_epoch=steps)
+    elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    after = _step_counts(trainer)
+    wrong = {name: after[name] - before[name] for name in after if after[name] - before[name] != steps}
+    if wrong:
+        raise IncompleteWork(f"the Trainer was asked for {steps} steps, but its counters moved by "
+                             + ", ".join(f"{name} {count}" for name, count in wrong.items()))
+    return {"steps": steps, "seconds": elapsed, "cpu_seconds": cpu}
 
-    from losses import ClassWeights
-    from trainer import Trainer
-    from trainer.models import build_mlp
 
+def measure_trainer_rate(seconds: float) -> Dict[str, float]:
+    """The Trainer's consumption rate on the MLP benchmark, with data already in memory.
+
+    After a warm-up epoch of 100 steps, times epochs of 200, 400, ... steps until one
+    lasts at least `seconds / 2`.
+
+    Returns:
+      That epoch's {"steps", "seconds", "cpu_seconds"} plus "examples_per_second"
+      and "cpu_us_per_example" (process CPU microseconds per example).
+    """
     rng = np.random.default_rng(0)
     features = rng.normal(size=(BATCH_SIZE * 64, NUM_FEATURES)).astype(np.float32)
     labels = rng.integers(0, NUM_CLASSES, size=len(features)).astype(np.int32)
     data = tf.data.Dataset.from_tensor_slices((features, labels)).batch(
         BATCH_SIZE, drop_remainder=True).cache().repeat().prefetch(tf.data.AUTOTUNE)
+    seed_everything(0)
     trainer = Trainer(model=lambda: build_mlp((NUM_FEATURES,), NUM_CLASSES, hidden_units=(512, 512)),
                       optimizer=lambda: keras.optimizers.Adam(1e-3), num_classes=NUM_CLASSES,
-                      reweighting=ClassWeights([1.0] * NUM_CLASSES), steps_per_loop=100, seed=0)
-    trainer.fit(data, epochs=1, steps_per_epoch=100)  # trace and warm up
-    steps, epochs = 200, 1
+                      reweighting=ClassWeights([1.0] * NUM_CLASSES), steps_per_loop=100)
+    timed_epoch(trainer, data, 100)  # trace and warm up
+    steps = 200
     while True:
-        cpu_start, start = _cpu_seconds(), time.perf_counter()
-        epochs += 1
-        trainer.fit(data, epochs=epochs, steps_per_epoch=steps)
-        elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-        if elapsed >= seconds / 2 or steps >= 100000:
-            examples = steps * BATCH_SIZE
-            return examples / elapsed, cpu / examples * 1e6
+        timing = timed_epoch(trainer, data, steps)
+        if timing["seconds"] >= seconds / 2 or steps >= 100000:
+            examples = timing["steps"] * BATCH_SIZE
+            return {**timing, "examples_per_second": examples / timing["seconds"],
+                    "cpu_us_per_example": timing["cpu_seconds"] / examples * 1e6}
         steps *= 2
 
 
@@ -213,7 +249,7 @@ def _rss_child(path: str) -> None:
           f"(statistics pass + one shuffled epoch of {n:,} examples in {elapsed:.0f} s)")
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size_mb", type=float, default=300.0, help="Size of each generated file.")
     parser.add_argument("--rounds", type=int, default=3)
@@ -221,18 +257,25 @@ def main() -> None:
     parser.add_argument("--csv_gb", type=float, default=0.0,
                         help="If > 0, also measure peak RSS while streaming a CSV of this size.")
     parser.add_argument("--formats", default="csv,tfrecord")
+    parser.add_argument("--json_out", default=None, help="Also write all numbers to this JSON file.")
     parser.add_argument("--rss_child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.rss_child:
         _rss_child(args.rss_child)
-        return
+        return 0
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}.")
     size = int(args.size_mb * 1e6)
+    report = {"tensorflow": tf.__version__, "cpu_count": os.cpu_count(), "args": vars(args),
+              "batch_size": BATCH_SIZE, "formats": {}}
     with tempfile.TemporaryDirectory() as tmp:
         print(f"batch {BATCH_SIZE}, {NUM_FEATURES} float features, {NUM_CLASSES} classes, "
               f"medians of {args.rounds} rounds of {args.seconds:g} s")
-        trainer_rates = [measure_trainer_rate(args.seconds) for _ in range(args.rounds)]
-        trainer_rate = statistics.median(r for r, _ in trainer_rates)
-        trainer_cpu = statistics.median(c for _, c in trainer_rates)
+        trainer_rounds = [measure_trainer_rate(args.seconds) for _ in range(args.rounds)]
+        trainer_rate = statistics.median(r["examples_per_second"] for r in trainer_rounds)
+        trainer_cpu = statistics.median(r["cpu_us_per_example"] for r in trainer_rounds)
+        report["trainer"] = {"rounds": trainer_rounds, "examples_per_second": trainer_rate,
+                             "cpu_us_per_example": trainer_cpu}
         print(f"Trainer consumption (MLP 64-512-512-10, batch {BATCH_SIZE}): {trainer_rate:,.0f} ex/s, "
               f"{trainer_cpu:.2f} CPU-us/ex", flush=True)
         for fmt in args.formats.split(","):
@@ -242,19 +285,28 @@ def main() -> None:
             res = bench_format(f"{fmt}:{path}", rows, actual, args.rounds, args.seconds,
                                os.path.join(tmp, "cache"))
             print(f"{fmt} file: {actual / 1e6:.0f} MB, {rows:,} rows", flush=True)
+            pipelines = {}
             for name, label in (("scan", "statistics pass (rows/s)"), ("shuffled", "streamed, shuffled"),
                                 ("ordered", "streamed, in order"), ("cached", "cached, shuffled")):
                 rate, cpu_us = res[name]
+                pipelines[name] = {"examples_per_second": rate, "cpu_us_per_example": cpu_us,
+                                   "over_trainer": rate / trainer_rate,
+                                   "over_trainer_by_cpu": trainer_cpu / cpu_us}
                 print(f"  {label:26s} {rate:>10,.0f} ex/s  {cpu_us:6.2f} CPU-us/ex  "
                       f"{rate / trainer_rate:5.2f}x the Trainer's rate, "
                       f"{trainer_cpu / cpu_us:5.2f}x by CPU cost", flush=True)
+            report["formats"][fmt] = {"bytes": actual, "rows": rows, "pipelines": pipelines}
             os.remove(path)
         if args.csv_gb > 0:
             path = os.path.join(tmp, "big.csv")
             rows = write_csv(path, int(args.csv_gb * 1e9))
             print(f"csv {os.path.getsize(path) / 1e9:.2f} GB, {rows:,} rows:", flush=True)
             subprocess.run([sys.executable, os.path.abspath(__file__), "--rss_child", path], check=True)
+    if args.json_out:
+        with open(args.json_out, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,10 @@ Every method trains the same CNN (`trainer.models.build_cnn`:
 conv32-pool-conv64-pool-dense128, with a `Normalization` layer holding the
 training pool's mean/variance), Adam 1e-3, batch 128, `--epochs` epochs, on the
 same shuffled pipeline (seeded by the run's seed), in this process, after
-`keras.backend.clear_session()` and `keras.utils.set_random_seed(seed)`.
+`keras.backend.clear_session()` and `trainer.determinism.seed_everything(seed)`.
+Every run must have taken `epochs x batches per epoch` optimizer steps (the
+optimizer's `iterations`, and the Trainer's `global_step`), or the script stops;
+the count is recorded as `train_steps`.
 
 Methods (`--methods`):
   keras_ce            Keras `model.fit`, SparseCategoricalCrossentropy(from_logits=True).
@@ -22,10 +25,9 @@ Methods (`--methods`):
   keras_focal         Keras `model.fit`, CategoricalFocalCrossentropy(from_logits=True)
                       with one-hot labels and Keras's defaults (alpha=0.25, gamma=2).
   cross_entropy       Trainer, cross-entropy.
-  posthoc_la          The `cross_entropy` model's predictions with post-hoc logit
-                      adjustment: `Trainer.predict(test, logit_adjustment=
-                      logit_adjustment_offsets(counts, tau=1))` (-tau log prior).
-                      No extra training: computed from the cross_entropy run.
+  posthoc_la          The `cross_entropy` model's test logits plus the post-hoc logit
+                      adjustment `logit_adjustment_offsets(counts, tau=1)` (-tau log
+                      prior). No extra training: computed from the cross_entropy run.
   focal               Trainer, SparseFocalCrossentropy(gamma=2, alpha=None).
   sigmoid_focal       Trainer, SigmoidFocalCrossentropy(gamma=2, alpha=None), one-vs-all.
   logit_adjusted      Trainer, LogitAdjustedCrossentropy(counts, tau=1).
@@ -43,7 +45,7 @@ Methods (`--methods`):
                       alpha None: one-vs-all BCE summed over classes, the loss EQL v2 is
                       defined for) + EqualizationV2(gamma=12, mu=0.8, alpha=4). On softmax
                       cross-entropy the rule suppresses the head classes' negative
-                      gradients and training collapses (0.256 balanced accuracy, IR 100).
+                      gradients and training collapses (the README has the figure).
 
 Reported on the test set (argmax decisions): balanced accuracy (mean over classes
 of the per-class recall; mean ± population std over seeds), worst-class recall
@@ -58,6 +60,8 @@ Usage:
   python scripts/bench_quality.py --imbalance_ratios=100 --seeds=0,1,2 \
       --markdown_out=runs/bench_quality/table.md
   python scripts/bench_quality.py --table_only --markdown_out=runs/bench_quality/table.md
+
+The figures measured with it are in the README ("Benchmarks").
 """
 
 from __future__ import annotations
@@ -68,20 +72,19 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
 # TensorFlow, Keras and the framework are imported on first use (`_tf`), so that
 # `--table_only` and a rerun with nothing left to train start in a fraction of a second.
-keras = tf = losses = Trainer = data_lib = build_cnn = None
+keras = tf = losses = Trainer = data_lib = build_cnn = seed_everything = None
 
 
 def _tf() -> None:
-    global keras, tf, losses, Trainer, data_lib, build_cnn
+    global keras, tf, losses, Trainer, data_lib, build_cnn, seed_everything
     if keras is not None:
         return
     import keras as keras_module
@@ -90,9 +93,10 @@ def _tf() -> None:
     import losses as losses_module
     from trainer import Trainer as trainer_class
     from trainer import data as data_module
+    from trainer.determinism import seed_everything as seed_function
     from trainer.models import build_cnn as build_cnn_function
     keras, tf, losses, Trainer = keras_module, tf_module, losses_module, trainer_class
-    data_lib, build_cnn = data_module, build_cnn_function
+    data_lib, build_cnn, seed_everything = data_module, build_cnn_function, seed_function
 
 RAREST_CLASS = 9
 KERAS_METHODS = ("keras_ce", "keras_class_weight", "keras_focal")
@@ -228,6 +232,7 @@ class Data:
         test = self.bundle.eval.dataset(1024, shuffle=False, seed=0)
         if args.max_eval_examples:
             test = test.unbatch().take(args.max_eval_examples).batch(1024)
+        self.test = test
         self.test_features = test.map(lambda x, y: x)
         self.test_labels = np.concatenate([y.numpy() for _, y in test])
 
@@ -237,10 +242,30 @@ class Data:
             ds = ds.take(math.ceil(self.args.max_train_examples / self.args.batch_size))
         return ds
 
+    def expected_steps(self) -> int:
+        """Optimizer steps `--epochs` epochs of `train_dataset()` take (the last batch may be partial)."""
+        per_epoch = math.ceil(self.bundle.train.num_examples / self.args.batch_size)
+        if self.args.max_train_examples:
+            per_epoch = min(per_epoch, math.ceil(self.args.max_train_examples / self.args.batch_size))
+        return self.args.epochs * per_epoch
+
     def model(self) -> "keras.Model":
         return build_cnn(self.bundle.train.input_shape, self.num_classes,
                          feature_mean=self.bundle.feature_mean,
                          feature_variance=self.bundle.feature_variance)
+
+
+class IncompleteTraining(RuntimeError):
+    """A run took other than the expected number of steps: its row would mislead."""
+
+
+def check_steps(method: str, counters: Dict[str, int], expected: int) -> int:
+    """Returns `expected` if every counter in `counters` equals it; raises IncompleteTraining if not."""
+    wrong = {name: count for name, count in counters.items() if count != expected}
+    if wrong:
+        raise IncompleteTraining(f"{method}: expected {expected} training steps, but "
+                                 + ", ".join(f"{name} is {count}" for name, count in wrong.items()))
+    return expected
 
 
 def inverse_frequency_mean_one(counts: np.ndarray) -> np.ndarray:
@@ -248,10 +273,10 @@ def inverse_frequency_mean_one(counts: np.ndarray) -> np.ndarray:
     return inverse / inverse.mean()
 
 
-def train_keras(method: str, data: Data, args: argparse.Namespace) -> np.ndarray:
-    """Plain `model.fit`; returns the test logits."""
+def train_keras(method: str, data: Data, args: argparse.Namespace) -> Tuple[np.ndarray, int]:
+    """Plain `model.fit`; returns the test logits and the steps it trained."""
     keras.backend.clear_session()
-    keras.utils.set_random_seed(data.seed)
+    seed_everything(data.seed)
     model = data.model()
     train = data.train_dataset()
     class_weight = None
@@ -266,7 +291,9 @@ def train_keras(method: str, data: Data, args: argparse.Namespace) -> np.ndarray
                             enumerate(inverse_frequency_mean_one(data.counts))}
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss)
     model.fit(train, epochs=args.epochs, class_weight=class_weight, verbose=0)
-    return model.predict(data.test_features, verbose=0)
+    steps = check_steps(method, {"optimizer.iterations": int(model.optimizer.iterations.numpy())},
+                        data.expected_steps())
+    return model.predict(data.test_features, verbose=0), steps
 
 
 def our_loss_and_rule(method: str, data: Data, args: argparse.Namespace):
@@ -284,32 +311,46 @@ def our_loss_and_rule(method: str, data: Data, args: argparse.Namespace):
     return loss, rule
 
 
-def train_ours(method: str, data: Data, args: argparse.Namespace) -> "Trainer":
+def train_ours(method: str, data: Data, args: argparse.Namespace) -> Tuple["Trainer", int]:
+    """Trains with the Trainer; returns it and the steps it trained."""
     keras.backend.clear_session()
-    keras.utils.set_random_seed(data.seed)
+    seed_everything(data.seed)
     loss, rule = our_loss_and_rule(method, data, args)
     trainer = Trainer(model=data.model, optimizer=lambda: keras.optimizers.Adam(args.learning_rate),
-                      loss=loss, reweighting=rule, num_classes=data.num_classes, seed=data.seed,
+                      loss=loss, reweighting=rule, num_classes=data.num_classes,
                       steps_per_loop=1000)
     trainer.fit(data.train_dataset(), epochs=args.epochs)
-    return trainer
+    steps = check_steps(method, {"optimizer.iterations": int(trainer.optimizer.iterations.numpy()),
+                                 "trainer.global_step": int(trainer.global_step.numpy())},
+                        data.expected_steps())
+    return trainer, steps
 
 
-def run_one(method: str, data: Data, args: argparse.Namespace) -> List[Tuple[str, np.ndarray]]:
-    """Trains `method`; returns [(row method, test logits)] (cross_entropy also gives posthoc_la)."""
+def collect_test_logits(trainer: "Trainer", data: Data) -> np.ndarray:
+    """The trained model's test logits, in the order of `data.test_labels`."""
+    logits, labels = trainer.collect_logits(data.test)
+    if not np.array_equal(labels, data.test_labels):
+        raise AssertionError("collect_logits returned the test labels in another order.")
+    return logits
+
+
+def run_one(method: str, data: Data,
+            args: argparse.Namespace) -> Tuple[List[Tuple[str, np.ndarray]], int]:
+    """Trains `method`.
+
+    Returns:
+      [(row method, test logits)] (cross_entropy also gives posthoc_la), and
+      the steps trained.
+    """
     if method in KERAS_METHODS:
-        return [(method, train_keras(method, data, args))]
-    trainer = train_ours("cross_entropy" if method == "posthoc_la" else method, data, args)
-    out = []
+        logits, steps = train_keras(method, data, args)
+        return [(method, logits)], steps
+    trainer, steps = train_ours("cross_entropy" if method == "posthoc_la" else method, data, args)
+    logits = collect_test_logits(trainer, data)
     if method in ("cross_entropy", "posthoc_la"):
-        logits = trainer.predict_logits(data.test_features)
-        out.append(("cross_entropy", logits))
         offsets = losses.logit_adjustment_offsets(data.counts, tau=args.tau)
-        probabilities = trainer.predict(data.test_features, logit_adjustment=offsets)
-        out.append(("posthoc_la", np.log(np.maximum(probabilities, 1e-30))))
-    else:
-        out.append((method, trainer.predict_logits(data.test_features)))
-    return out
+        return [("cross_entropy", logits), ("posthoc_la", logits + offsets)], steps
+    return [(method, logits)], steps
 
 
 def benchmark(args: argparse.Namespace) -> None:
@@ -328,7 +369,7 @@ def benchmark(args: argparse.Namespace) -> None:
             print(f"# IR {imbalance_ratio:g} seed {seed}: {data.bundle.description}", flush=True)
             for method in todo:
                 started = time.time()
-                outputs = run_one(method, data, args)
+                outputs, steps = run_one(method, data, args)
                 seconds = time.time() - started
                 for row_method, logits in outputs:
                     key = run_key(row_method, imbalance_ratio, seed, args)
@@ -340,7 +381,7 @@ def benchmark(args: argparse.Namespace) -> None:
                            "max_eval_examples": args.max_eval_examples,
                            "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                            "train_examples": int(data.counts.sum()),
-                           "class_counts": data.counts.tolist(),
+                           "class_counts": data.counts.tolist(), "train_steps": steps,
                            "seconds": round(seconds if row_method != "posthoc_la" else 0.0, 1),
                            **metrics_from_logits(logits, data.test_labels, data.num_classes)}
                     if row_method == "drw":

@@ -38,6 +38,10 @@ Every row also gives the held-out split's worst-class recall and balanced
 accuracy (`validation_*` in the JSON): choose among configurations with
 those, not with the test set.
 
+Every run must have taken `epochs x batches per epoch` optimizer steps (the
+optimizer's `iterations` and the Trainer's `global_step`; `train_steps` in
+the JSON), or the script stops.
+
 Reported on the test set: balanced accuracy, worst-class recall (and class),
 shirt recall and precision (argmax and calibrated), and, for the comparison
 at equal recall, the best precision any threshold or logit offset on the CE
@@ -50,19 +54,21 @@ Usage:
   python scripts/bench_recall_target.py --smoke   # 1 epoch on a slice: checks it runs
   # Seeds in separate processes, one table:
   python scripts/bench_recall_target.py --merge a.json b.json
+
+The figures measured with it are in the README ("Recall targets", "Measured").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from typing import Any, Dict, List
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -72,10 +78,10 @@ from callbacks.recall_target import DEFAULT_STEP_SIZE  # noqa: E402
 from losses import LogitAdjustedCrossentropy, warn_if_prior_counted_twice  # noqa: E402
 from trainer import Trainer  # noqa: E402
 from trainer import data as data_lib  # noqa: E402
+from trainer.decisions import choose_operating_point, choose_worst_class_offsets  # noqa: E402
+from trainer.decisions import decision_metrics as operating_point_metrics  # noqa: E402
+from trainer.determinism import seed_everything  # noqa: E402
 from trainer.models import build_model  # noqa: E402
-from trainer.operating_point import (choose_operating_point, labelled_logits,  # noqa: E402
-                                     operating_point_metrics)
-from trainer.worst_class_point import choose_worst_class_offsets  # noqa: E402
 
 METHODS = ("ce", "target_class", "worst_class", "la", "worst_class_la", "target_class_la",
            "worst_class_margins")
@@ -117,6 +123,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class IncompleteTraining(RuntimeError):
+    """A run took other than the expected number of steps: its row would mislead."""
+
+
+def smoke_batches(args: argparse.Namespace) -> int:
+    """Training batches per epoch with `--smoke` (2,000 examples)."""
+    return 2000 // args.batch_size
+
+
+def expected_steps(bundle: Any, args: argparse.Namespace) -> int:
+    """Optimizer steps `--epochs` epochs of the training split take (the last batch may be partial)."""
+    per_epoch = math.ceil(bundle.train.num_examples / args.batch_size)
+    if args.smoke:
+        per_epoch = min(per_epoch, smoke_batches(args))
+    return args.epochs * per_epoch
+
+
+def checked_steps(method: str, trainer: Trainer, bundle: Any, args: argparse.Namespace) -> int:
+    """The steps `trainer` trained; raises IncompleteTraining unless they are `expected_steps`."""
+    expected = expected_steps(bundle, args)
+    counters = {"optimizer.iterations": int(trainer.optimizer.iterations.numpy()),
+                "trainer.global_step": int(trainer.global_step.numpy())}
+    wrong = {name: count for name, count in counters.items() if count != expected}
+    if wrong:
+        raise IncompleteTraining(f"{method}: expected {expected} training steps, but "
+                                 + ", ".join(f"{name} is {count}" for name, count in wrong.items()))
+    return expected
+
+
 def train(method: str, bundle: Any, seed: int, args: argparse.Namespace) -> Trainer:
     held_out = bundle.validation.dataset(args.batch_size, shuffle=False, seed=seed)
     counts = None if args.no_prior_correction else bundle.train.class_counts
@@ -140,12 +175,13 @@ def train(method: str, bundle: Any, seed: int, args: argparse.Namespace) -> Trai
         return build_model("cnn", bundle.train.input_shape, bundle.num_classes,
                            feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance)
 
+    seed_everything(seed)
     trainer = Trainer(model=model, optimizer=lambda: keras.optimizers.Adam(args.learning_rate),
-                      loss=loss, reweighting=rule, num_classes=bundle.num_classes, seed=seed,
+                      loss=loss, reweighting=rule, num_classes=bundle.num_classes,
                       steps_per_loop=100, callbacks=callbacks)
     train_data = bundle.train.dataset(args.batch_size, shuffle=True, seed=seed)
     if args.smoke:
-        train_data = train_data.take(2000 // args.batch_size)
+        train_data = train_data.take(smoke_batches(args))
     trainer.fit(train_data, epochs=args.epochs)
     return trainer
 
@@ -155,8 +191,8 @@ def measure(method: str, trainer: Trainer, bundle: Any, seed: int,
     t = args.target_class
     held_out = bundle.validation.dataset(args.batch_size, shuffle=False, seed=seed)
     test = bundle.eval.dataset(args.batch_size, shuffle=False, seed=seed)
-    val_logits, val_labels = labelled_logits(trainer, held_out)
-    test_logits, test_labels = labelled_logits(trainer, test)
+    val_logits, val_labels = trainer.collect_logits(held_out)
+    test_logits, test_labels = trainer.collect_logits(test)
     argmax = operating_point_metrics(None, test_logits, test_labels)
     val_argmax = operating_point_metrics(None, val_logits, val_labels)
     worst = int(np.nanargmin(argmax["recall"]))
@@ -282,6 +318,7 @@ def main(argv=None) -> int:
             started = time.time()
             trainer = train(method, bundle, seed, args)
             row = measure(method, trainer, bundle, seed, args)
+            row["train_steps"] = checked_steps(method, trainer, bundle, args)
             row["seconds"] = time.time() - started
             if method != "ce" and trainer.reweighting is not None:
                 row["class_weights"] = [float(w) for w in trainer.reweighting.class_weights().numpy()]

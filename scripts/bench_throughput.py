@@ -15,10 +15,14 @@ Workloads: an MLP 64 -> 512 -> 512 -> 10 on batch 256 and the small CNN
 (conv32-pool-conv64-pool-dense128) on 28x28x1 inputs, batch 128. Data are
 synthetic long-tailed arrays (`tf.data` from tensors, cached, repeated,
 prefetched), the same for every method. Each method is warmed up (traced)
-before timing; every measurement runs the same fixed number of steps. It
-prints examples/s per method and the ratios Trainer/Keras-fit and
-Trainer/bare as medians over the rounds, as a Markdown table, then the raw
-per-round numbers.
+before timing; every measurement runs the same fixed number of steps, and
+each method's step counters (the optimizer's `iterations`, and the Trainer's
+`global_step`) must have advanced by exactly that many, or the script stops:
+a side that did less work would look faster. All methods start from the same
+seeded weights and see the same batches, so after the run they have moved
+equally far from them (`weight_displacement` in the JSON). It prints
+examples/s per method and the ratios Trainer/Keras-fit and Trainer/bare as
+medians over the rounds, as a Markdown table, then the raw per-round numbers.
 
 On a shared machine other processes take cores away at random; the report
 says how many cores they kept busy in each round, and repeats the table in
@@ -30,6 +34,8 @@ Usage:
   TF_CPP_MIN_LOG_LEVEL=2 python scripts/bench_throughput.py --rounds 5 \
       --json_out bench.json
   python scripts/bench_throughput.py --smoke   # seconds; checks it runs
+
+The figures measured with it are in the README ("Benchmarks").
 """
 
 from __future__ import annotations
@@ -43,8 +49,6 @@ import time
 from typing import Callable, Dict, List, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Run from a checkout, installed or not: the repository root comes first.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -52,6 +56,7 @@ import tensorflow as tf  # noqa: E402
 
 from losses.rules import ClassWeights  # noqa: E402
 from trainer import Trainer  # noqa: E402
+from trainer.determinism import seed_everything  # noqa: E402
 from trainer.models import build_cnn, build_mlp  # noqa: E402
 
 NUM_CLASSES = 10
@@ -147,15 +152,42 @@ def make_dataset(shape, batch_size: int, num_batches: int, seed: int):
 
 
 def seeded(factory: Callable[[], keras.Model], seed: int) -> keras.Model:
-    keras.utils.set_random_seed(seed)
+    seed_everything(seed)
     return factory()
+
+
+def _weights(model: keras.Model) -> List[np.ndarray]:
+    return [np.array(v.numpy(), dtype=np.float64) for v in model.trainable_variables]
 
 
 # ---------------------------------------------------------------- methods
 
 
-class TrainerMethod:
-    """(a) `Trainer.fit` with `ClassWeights`, metrics on; one epoch per call."""
+class Method:
+    """What every method has: `name`, `model`, `optimizer`, `run(steps)`.
+
+    `step_counts()` reads the counters that show how many steps really ran;
+    `initial_weights` are the weights before any training.
+    """
+
+    name: str
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+
+    def run(self, steps: int) -> None:
+        raise NotImplementedError
+
+    def step_counts(self) -> Dict[str, int]:
+        return {"optimizer.iterations": int(self.optimizer.iterations.numpy())}
+
+    def weight_displacement(self) -> float:
+        """Euclidean distance of the trainable weights from where they started."""
+        return float(np.sqrt(sum(np.sum((now - start) ** 2) for now, start in
+                                 zip(_weights(self.model), self.initial_weights))))
+
+
+class TrainerMethod(Method):
+    """(a) `Trainer.fit` with `ClassWeights`, metrics on; one more epoch per call."""
 
     name = "trainer"
 
@@ -165,14 +197,17 @@ class TrainerMethod:
                                optimizer=keras.optimizers.Adam(LEARNING_RATE),
                                reweighting=ClassWeights(weights), num_classes=NUM_CLASSES,
                                steps_per_loop=args.steps_per_loop)
+        self.model, self.optimizer = self.trainer.model, self.trainer.optimizer
+        self.initial_weights = _weights(self.model)
 
     def run(self, steps: int) -> None:
-        # `epochs` counts epochs already trained: ask for one more each time.
-        self.trainer.fit(self.dataset, epochs=int(self.trainer.epoch.numpy()) + 1,
-                         steps_per_epoch=steps)
+        self.trainer.fit(self.dataset, epochs=1, steps_per_epoch=steps)
+
+    def step_counts(self) -> Dict[str, int]:
+        return {**super().step_counts(), "trainer.global_step": int(self.trainer.global_step.numpy())}
 
 
-class KerasFitMethod:
+class KerasFitMethod(Method):
     """(b) Keras `model.fit(class_weight=...)` with a given steps_per_execution."""
 
     def __init__(self, factory, dataset, weights, args, steps_per_execution: int):
@@ -183,13 +218,15 @@ class KerasFitMethod:
         self.model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            steps_per_execution=steps_per_execution, jit_compile=False)
+        self.optimizer = self.model.optimizer
+        self.initial_weights = _weights(self.model)
 
     def run(self, steps: int) -> None:
         self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps,
                        class_weight=self.class_weight, shuffle=False, verbose=0)
 
 
-class BareLoopMethod:
+class BareLoopMethod(Method):
     """(c) A hand-written multi-step GradientTape loop with the same weighting."""
 
     name = "bare"
@@ -200,6 +237,7 @@ class BareLoopMethod:
         self.model = seeded(factory, args.seed)
         self.optimizer = keras.optimizers.Adam(LEARNING_RATE)
         self.optimizer.build(self.model.trainable_variables)
+        self.initial_weights = _weights(self.model)
         self.weights = tf.constant(weights)
         model, optimizer, class_weights = self.model, self.optimizer, self.weights
 
@@ -238,19 +276,35 @@ def _busy_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(method, steps: int) -> Dict[str, float]:
-    """Runs `steps` steps of `method`.
+class IncompleteWork(RuntimeError):
+    """A method ran fewer (or more) steps than it was asked to: its timing would mislead."""
 
-    Returns its wall seconds, the CPU seconds this process used meanwhile (all
-    its threads), and how many cores other processes kept busy meanwhile.
+
+def timed(method: Method, steps: int) -> Dict[str, float]:
+    """Runs `steps` steps of `method` and checks that exactly that many ran.
+
+    Returns:
+      Its wall seconds, the CPU seconds this process used meanwhile (all its
+      threads), how many cores other processes kept busy meanwhile, and the
+      steps that ran (by the method's counters, read outside the timed span).
+
+    Raises:
+      IncompleteWork: If any of the method's step counters moved by other than `steps`.
     """
+    before = method.step_counts()
     busy, cpu = _busy_cpu_seconds(), time.process_time()
     start = time.perf_counter()
     method.run(steps)
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     others = max(0.0, (_busy_cpu_seconds() - busy) - cpu) / seconds
-    return {"seconds": seconds, "cpu_seconds": cpu, "other_cores": others}
+    after = method.step_counts()
+    ran = {counter: after[counter] - before[counter] for counter in after}
+    wrong = {counter: count for counter, count in ran.items() if count != steps}
+    if wrong:
+        raise IncompleteWork(f"{method.name} was asked for {steps} steps, but its counters moved by "
+                             + ", ".join(f"{counter} {count}" for counter, count in wrong.items()))
+    return {"seconds": seconds, "cpu_seconds": cpu, "other_cores": others, "steps": steps}
 
 
 # ------------------------------------------------------------------ bench
@@ -276,7 +330,7 @@ def bench_workload(name: str, args: argparse.Namespace) -> Dict:
     warmup_steps = args.steps or args.steps_per_loop
     warmup_seconds = {}
     for method in methods:
-        method.run(warmup_steps)  # traces
+        timed(method, warmup_steps)  # traces
         warmup_seconds[method.name] = timed(method, warmup_steps)["seconds"]  # sizes --steps 0
     steps = args.steps
     if not steps:
@@ -288,16 +342,16 @@ def bench_workload(name: str, args: argparse.Namespace) -> Dict:
 
     rounds: List[Dict] = []
     for index in range(args.rounds):
-        wall, cpu, others = {}, {}, []
+        wall, cpu, timings = {}, {}, {}
         for method in methods:
-            timing = timed(method, steps)
-            wall[method.name] = steps * batch_size / timing["seconds"]
-            cpu[method.name] = steps * batch_size / timing["cpu_seconds"]
-            others.append(timing["other_cores"])
+            timing = timings[method.name] = timed(method, steps)
+            wall[method.name] = timing["steps"] * batch_size / timing["seconds"]
+            cpu[method.name] = timing["steps"] * batch_size / timing["cpu_seconds"]
         # Noise: the cores other processes kept busy, worst measurement of the round.
         record = {"examples_per_second": _with_ratios(wall, spes),
                   "examples_per_cpu_second": _with_ratios(cpu, spes),
-                  "other_cores": max(others)}
+                  "other_cores": max(t["other_cores"] for t in timings.values()),
+                  "timings": timings}
         rounds.append(record)
         print(f"[{name}] round {index + 1}: "
               + ", ".join(f"{k} {v:.4g}" for k, v in record["examples_per_second"].items())
@@ -306,8 +360,12 @@ def bench_workload(name: str, args: argparse.Namespace) -> Dict:
     medians = {unit: {key: statistics.median(r[unit][key] for r in rounds) for key in rounds[0][unit]}
                for unit in ("examples_per_second", "examples_per_cpu_second")}
     return {"workload": name, "batch_size": batch_size, "input_shape": list(shape), "steps": steps,
-            "steps_per_loop": args.steps_per_loop, "keras_steps_per_execution": spes,
-            "rounds": rounds, "median": medians}
+            "warmup_steps": warmup_steps, "steps_per_loop": args.steps_per_loop,
+            "keras_steps_per_execution": spes, "rounds": rounds, "median": medians,
+            "steps_trained": {m.name: m.step_counts() for m in methods},
+            "weight_displacement": {m.name: m.weight_displacement() for m in methods},
+            "initial_weights_norm": {m.name: float(np.sqrt(sum(np.sum(w ** 2) for w in m.initial_weights)))
+                                     for m in methods}}
 
 
 def _summary_table(results: List[Dict], unit: str) -> List[str]:

@@ -1,4 +1,4 @@
-"""Helpers for tests that run `python -m trainer.main` in real processes.
+"""Helpers for tests that run `python -m trainer.main` (or `trainer.evaluate`) in real processes.
 
 Small NPZ data, free localhost ports, processes started with a time bound and
 always reaped, checkpoint values read back for comparisons.
@@ -28,6 +28,13 @@ def cli_env(**extra: str) -> Dict[str, str]:
     return env
 
 
+def run_cli(*args: str, module: str = "trainer.main", timeout: float = 300,
+            env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Runs `python -m MODULE ARGS` to the end (at most `timeout` seconds); returns its result."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env or cli_env())
+
+
 def write_npz(path, *, num_examples: int = 480, num_features: int = 8, num_classes: int = 3,
               seed: int = 0) -> str:
     """Writes a small, learnable, imbalanced NPZ data set (`x`, `y`); returns its path."""
@@ -40,7 +47,8 @@ def write_npz(path, *, num_examples: int = 480, num_features: int = 8, num_class
     return str(path)
 
 
-def start_cli(args: Sequence[str], *, env: Optional[Dict[str, str]] = None, log_path=None) -> subprocess.Popen:
+def start_cli(args: Sequence[str], *, env: Optional[Dict[str, str]] = None,
+              log_path=None) -> subprocess.Popen:
     """Starts `python -m trainer.main ARGS`; output goes to `log_path` (or pipes)."""
     stream = open(log_path, "w") if log_path else subprocess.PIPE
     process = subprocess.Popen(

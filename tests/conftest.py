@@ -29,7 +29,7 @@ _split_cpu()
 @pytest.fixture(scope="module")
 def mirrored():
     """A MirroredStrategy over the two logical CPUs, with collective keys of its own."""
-    from trainer.strategies import new_mirrored_strategy
+    from trainer.distribute.strategies import new_mirrored_strategy
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < 2:

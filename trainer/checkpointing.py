@@ -6,16 +6,99 @@ matches every saved object or fails with a message that says why.
 
 from __future__ import annotations
 
+import collections
 import glob
 import os
 import shutil
-from typing import Optional
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 
 class IncompatibleCheckpointError(ValueError):
     """The checkpoint in `model_dir` was written by a different model or set-up."""
+
+
+def _variables_by_object(path: str) -> Dict[str, Dict[str, Tuple[int, ...]]]:
+    """For each top-level object of the checkpoint at `path`: `{variable path: shape}`.
+
+    Read from the checkpoint's object graph, so a variable shared by two
+    objects (the model's, tracked by the optimizer too) counts for both.
+    Paths are the shortest from the object, e.g. `model/layer_with_weights-0/kernel`.
+    """
+    reader = tf.train.load_checkpoint(path)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    shapes = reader.get_variable_to_shape_map()
+    objects = {}
+    for root in graph.nodes[0].children:
+        found: Dict[str, Tuple[int, ...]] = {}
+        queue, seen = collections.deque([(root.node_id, root.local_name)]), set()
+        while queue:
+            node_id, node_path = queue.popleft()
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            node = graph.nodes[node_id]
+            for attribute in node.attributes:
+                if attribute.checkpoint_key in shapes:
+                    found[node_path] = tuple(shapes[attribute.checkpoint_key])
+            # Through the model's own `optimizer` attribute the model would list the
+            # optimizer's slots as its variables; the optimizer is an object of its own.
+            queue.extend((child.node_id, f"{node_path}/{child.local_name}") for child in node.children
+                         if child.local_name != "optimizer" or node_id == 0)
+        objects[root.local_name] = found
+    return objects
+
+
+def _run_variables(objects: Dict[str, Any]) -> Dict[str, Dict[str, Tuple[int, ...]]]:
+    """`_variables_by_object` of this run's objects (written to a scratch checkpoint)."""
+    scratch = tempfile.mkdtemp(prefix="checkpoint-compare-")
+    try:
+        return _variables_by_object(tf.train.Checkpoint(**objects).write(os.path.join(scratch, "run")))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _listing(items: List[str], limit: int = 6) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def describe_mismatch(path: str, objects: Dict[str, Any]) -> str:
+    """Which objects of the checkpoint at `path` differ from this run's, and how, in full.
+
+    Names the objects only one side has, and for shared objects the variables
+    missing, extra or of another shape.
+    """
+    saved, run = _variables_by_object(path), _run_variables(objects)
+    saved.pop("save_counter", None)
+    run.pop("save_counter", None)
+    lines = [f"'{name}' is in the checkpoint ({len(saved[name])} variable(s)) but not in this run"
+             for name in sorted(set(saved) - set(run))]
+    lines += [f"'{name}' is in this run ({len(run[name])} variable(s)) but not in the checkpoint"
+              for name in sorted(set(run) - set(saved))]
+    for name in sorted(set(saved) & set(run)):
+        old, new = saved[name], run[name]
+        missing = sorted(set(old) - set(new))
+        extra = sorted(set(new) - set(old))
+        reshaped = [f"{key}: {list(old[key])} in the checkpoint, {list(new[key])} in this run"
+                    for key in sorted(set(old) & set(new)) if old[key] != new[key]]
+        parts = []
+        if reshaped:
+            parts.append(f"{len(reshaped)} variable(s) of another shape ({_listing(reshaped, 3)})")
+        if missing:
+            parts.append(f"{len(missing)} saved variable(s) this run lacks ({_listing(missing)})")
+        if extra:
+            parts.append(f"{len(extra)} variable(s) the checkpoint lacks ({_listing(extra)})")
+        if parts:
+            lines.append(f"'{name}' differs: " + "; ".join(parts))
+    return "; ".join(lines) + "." if lines else ""
+
+
+def _first_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:600]
 
 
 class RunCheckpoint:
@@ -29,7 +112,8 @@ class RunCheckpoint:
 
     def __init__(self, directory: str, *, max_to_keep: int = 3, **objects):
         self.directory = directory
-        self.checkpoint = tf.train.Checkpoint(**{k: v for k, v in objects.items() if v is not None})
+        self.objects = {k: v for k, v in objects.items() if v is not None}
+        self.checkpoint = tf.train.Checkpoint(**self.objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
 
     @property
@@ -64,9 +148,11 @@ class RunCheckpoint:
             if status is not None:
                 status.expect_partial()  # Reported below; no warnings at exit.
             raise IncompatibleCheckpointError(
-                f"The checkpoint {path} does not match this model: {str(error).splitlines()[0]} "
-                f"Use a new --model_dir, or the same model, classes and optimizer as the run "
-                f"that wrote it.") from error
+                f"The checkpoint {path} does not match this run. "
+                f"{describe_mismatch(path, self.objects) or _first_line(error)} Use a new "
+                f"model_dir, or the "
+                f"same model, classes, optimizer and reweighting rule as the run that wrote it.") \
+                from error
         return path
 
     def save(self, checkpoint_number: Optional[int] = None) -> str:

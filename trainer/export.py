@@ -1,19 +1,21 @@
 """Exports a trained classifier as a SavedModel that serves raw features.
 
-The serving signature returns class probabilities, the predicted class under
-the calibrated operating point (plain argmax when there is none) and its name.
+The serving signature returns class probabilities, the class the operating point decides (argmax
+without one) and its name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
+
+from trainer.decisions.base import OperatingPoint
+from trainer.json_files import read_json, write_json_atomically
 
 SERVING_SIGNATURE = "serving_default"
 
@@ -24,16 +26,16 @@ class ServingModule(tf.Module):
     Args:
       model: Keras model from raw features to logits (normalisation inside).
       class_names: Name of each class, in class-index order.
-      decide: TF function from logits `[N, K]` to class ids `[N]`; argmax
-        when None.
+      operating_point: The decision rule (its `decide_tensor`); argmax when
+        None.
     """
 
     def __init__(self, model: keras.Model, class_names: Sequence[str],
-                 decide: Optional[Callable[[tf.Tensor], tf.Tensor]] = None):
+                 operating_point: OperatingPoint | None = None):
         super().__init__(name="serving")
         self.model = model
         self.class_names = tf.constant([str(name) for name in class_names])
-        self._decide = decide
+        self._decide = None if operating_point is None else operating_point.decide_tensor
 
     def serve(self, features: tf.Tensor):
         logits = tf.cast(self.model(features, training=False), tf.float32)
@@ -50,9 +52,8 @@ class ServingModule(tf.Module):
 
 
 def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequence[int],
-                       class_names: Sequence[str],
-                       decide: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
-                       metadata: Optional[dict] = None) -> str:
+                       class_names: Sequence[str], operating_point: OperatingPoint | None = None,
+                       metadata: dict | None = None) -> str:
     """Writes the SavedModel to `export_dir`, replacing it atomically.
 
     The model is written to a sibling temporary directory first and renamed
@@ -63,8 +64,11 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
       export_dir: Destination directory.
       input_shape: Per-example feature shape (without the batch axis).
       class_names: One name per class.
-      decide: Optional decision rule from logits to class ids.
-      metadata: JSON-serialisable facts stored as `assets.extra/metadata.json`.
+      operating_point: The decision rule to serve (None: argmax); its
+        `to_dict()` is stored as the metadata's `operating_point` (None
+        without one).
+      metadata: JSON-serialisable facts stored as `assets.extra/metadata.json`
+        (with `class_names`, `input_shape` and `operating_point`).
 
     Returns:
       `export_dir`.
@@ -72,7 +76,7 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
     if len(class_names) != model.output_shape[-1]:
         raise ValueError(f"class_names has {len(class_names)} names but the model has "
                          f"{model.output_shape[-1]} outputs.")
-    module = ServingModule(model, class_names, decide)
+    module = ServingModule(model, class_names, operating_point)
     signature = tf.function(
         module.serve, input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name="features")])
     parent = os.path.dirname(os.path.abspath(export_dir))
@@ -80,11 +84,10 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         tf.saved_model.save(module, staging, signatures={SERVING_SIGNATURE: signature})
-        extra = os.path.join(staging, "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        with open(os.path.join(extra, "metadata.json"), "w") as stream:
-            json.dump({"class_names": [str(n) for n in class_names],
-                       "input_shape": list(input_shape), **(metadata or {})}, stream, indent=2)
+        write_json_atomically(os.path.join(staging, "assets.extra", "metadata.json"), {
+            "class_names": [str(n) for n in class_names], "input_shape": list(input_shape),
+            **(metadata or {}),
+            "operating_point": None if operating_point is None else operating_point.to_dict()})
         if os.path.exists(export_dir):
             retired = staging + ".old"
             os.replace(export_dir, retired)
@@ -108,9 +111,8 @@ def load_serving_function(export_dir: str):
       ValueError: naming `export_dir` when it holds no exported model.
     """
     if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
-        raise ValueError(f"No exported model in {export_dir!r} (expected saved_model.pb); "
-                         f"train first, or pass --export_dir.")
+        raise ValueError(f"No exported model in export_dir={export_dir!r} (expected saved_model.pb); "
+                         f"train first, or give the directory the model was exported to.")
     loaded = tf.saved_model.load(export_dir)
-    with open(os.path.join(export_dir, "assets.extra", "metadata.json")) as stream:
-        metadata = json.load(stream)
+    metadata = read_json(os.path.join(export_dir, "assets.extra", "metadata.json"))
     return loaded.signatures[SERVING_SIGNATURE], metadata

@@ -1,9 +1,6 @@
-"""SIGTERM becomes a checkpoint and a clean exit between compiled loops.
+"""SIGTERM becomes a checkpoint and a clean exit between compiled loops (status 143).
 
-One worker: a signal handler sets a flag that the loop checks after each
-compiled call. Several workers (MultiWorkerMirroredStrategy): TensorFlow's
-`tf.distribute.experimental.PreemptionCheckpointHandler` makes every worker
-save at the same step, whichever of them got the signal.
+One worker: a signal handler sets a flag; several: TensorFlow's handler saves every worker at one step.
 """
 
 from __future__ import annotations
@@ -17,6 +14,8 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 from absl import logging
+
+from trainer.distribute.cluster import is_multi_worker
 
 # Exit status of a run that saved a checkpoint after SIGTERM: 128 + SIGTERM, the
 # status a scheduler already reads as "terminated, restart me", and the one
@@ -38,17 +37,13 @@ class PreemptedError(Exception):
         self.checkpoint = checkpoint
 
 
-def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    """True when `strategy` spans several worker processes (from TF_CONFIG)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return False
-    jobs = resolver.cluster_spec().as_dict()
-    return sum(len(tasks) for name, tasks in jobs.items() if name in ("chief", "worker")) > 1
-
-
 class PreemptionWatcher:
     """Watches for SIGTERM while `fit` runs; saves and raises `PreemptedError`.
+
+    One worker: a signal handler sets a flag that the loop checks after each
+    compiled call. Several workers (MultiWorkerMirroredStrategy): TensorFlow's
+    `tf.distribute.experimental.PreemptionCheckpointHandler` makes every worker
+    save at the same step, whichever of them got the signal.
 
     Args:
       strategy: The run's strategy; a multi-worker one uses TensorFlow's

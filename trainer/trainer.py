@@ -1,13 +1,13 @@
-"""The compiled, multi-step, distribution-aware training loop.
+"""The compiled, multi-step, distribution-aware training loop and its seams.
 
 `Trainer` runs `steps_per_loop` GradientTape steps per `tf.function` call and
-applies a per-class reweighting rule to dL/dlogits before backpropagating.
+lets a per-class reweighting rule rescale dL/dlogits before backpropagating.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -16,19 +16,17 @@ from absl import logging
 
 from losses.rules import ReweightingRule, TrainingContext
 from trainer.checkpointing import RunCheckpoint
-from trainer.distributed import global_batch_size, shard_by_data, worker_directory
-from trainer.fault_tolerance import FaultTolerance, TrainMetricsState, fault_tolerant_fit
-from trainer.nonfinite import NonFiniteGuard
+from trainer.checks import check_positive_integer
+from trainer.distribute import global_batch_size, is_chief, shard_by_data, worker_directory
+from trainer.evaluation import EvaluationResult, collect_outputs, concatenate
+from trainer.fault_tolerance import FaultTolerance, TrainMetricsState
 from trainer.metrics import ConfusionMatrix, flatten_metrics, per_class_metrics
-from trainer.operating_point import load_operating_point
-from trainer.strategies import is_chief
+from trainer.nonfinite import NonFiniteGuard
 from trainer.summaries import SummaryWriters
+from trainer.tasks import MulticlassTask, Task
 
 ModelOrFactory = Union[keras.Model, Callable[[], keras.Model], None]
-
-
-def _default_loss() -> keras.losses.Loss:
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+OptimizerOrFactory = Union[keras.optimizers.Optimizer, Callable[[], keras.optimizers.Optimizer], None]
 
 
 def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
@@ -40,36 +38,57 @@ class Trainer:
 
     Each call of the compiled train function runs up to `steps_per_loop`
     steps (`tf.range` inside one `tf.function`; the count is a tensor, so the
-    function is traced once). Each step computes per-example losses from the
-    logits, divides their sum by the global batch size once, takes dL/dlogits,
-    lets `reweighting` rescale it per class, and backpropagates the result with
-    `tape.gradient(logits, variables, output_gradients=...)` plus the
-    gradients of the model's regularisation losses.
+    function is traced once). One step, `train_step`, calls these seams in
+    order; a subclass overrides any one of them alone:
+
+    1. `compute_loss(labels, logits)`: per-example losses `[batch]`.
+    2. `reweight(labels, logits, grad_logits, context)`: the rule's call on
+       dL/dlogits (identity without a rule).
+    3. `apply_gradients(loss, gradients, variables)`: the optimizer update
+       behind the non-finite guard; returns whether it was applied.
+    4. `update_metrics(labels, logits, per_example_loss, applied)`.
+
+    The per-example losses are summed and divided by the examples of the
+    step on all replicas, dL/dlogits is taken, reweighted and backpropagated
+    with `tape.gradient(logits, variables, output_gradients=...)`, plus the
+    gradients of the model's regularisation losses (`model.losses`, divided
+    by the replica count inside the tape, so they count once).
 
     Model, optimizer, metrics and rule state are created inside
     `strategy.scope()`, and the optimizer is built before the first trace.
     With `model_dir`, each epoch ends with a checkpoint, and a new `Trainer`
-    on the same `model_dir` resumes from the latest one.
+    on the same `model_dir` restores the latest one the first time it is
+    used (fit, evaluate or predict). The constructor does no I/O and seeds
+    nothing: call `trainer.determinism.seed_everything(seed)` first for a
+    reproducible run.
 
     Args:
       model: A Keras model returning logits, a zero-argument callable that
         builds one (called inside `strategy.scope()`), or None when a
         subclass overrides `build_model()`.
-      optimizer: A Keras optimizer (default Adam, learning rate 1e-3). Create
-        it inside `strategy.scope()` or pass a factory.
+      optimizer: A Keras optimizer (default Adam, learning rate 1e-3), or a
+        factory called inside `strategy.scope()`.
       loss: Per-example loss from logits: a Keras `Loss` (its unreduced
         `call` is used) or a callable `(labels, logits) -> [batch]`. Default:
-        sparse categorical cross-entropy.
+        the task's (sparse categorical cross-entropy).
       reweighting: A `losses.ReweightingRule`, or None.
       num_classes: Number of classes; read from the model's output when None.
       strategy: A `tf.distribute.Strategy`; default the current one.
       steps_per_loop: Steps per compiled call.
       model_dir: Where checkpoints and TensorBoard events go; None for none.
       callbacks: Keras callbacks (the Keras callback protocol is honoured).
-      seed: Seeds Python, NumPy and TensorFlow before the model is built.
+        A callback with an `on_evaluation(result)` method receives each
+        epoch's `EvaluationResult` before `on_epoch_end`; one whose
+        `needs_validation_logits` is True makes that result carry logits.
       max_checkpoints: How many recent checkpoints to keep.
       skip_nonfinite_steps: Skip (and count) steps whose loss or gradients are
         NaN or Inf instead of stopping with `NonFiniteLossError`.
+      task: How labels meet logits (`trainer.tasks`); default `MulticlassTask()`.
+
+    Attributes:
+      operating_point: A decision (`trainer.decisions`) that `predict` and
+        `predict_classes` apply, or None for the argmax. Set it explicitly,
+        e.g. `trainer.operating_point = trainer.decisions.load(model_dir)`.
 
     Example:
       >>> trainer = Trainer(model=lambda: build_mlp((20,), 3), num_classes=3,
@@ -82,7 +101,7 @@ class Trainer:
         self,
         *,
         model: ModelOrFactory = None,
-        optimizer: Union[keras.optimizers.Optimizer, Callable[[], keras.optimizers.Optimizer], None] = None,
+        optimizer: OptimizerOrFactory = None,
         loss: Optional[Callable] = None,
         reweighting: Optional[ReweightingRule] = None,
         num_classes: Optional[int] = None,
@@ -90,57 +109,57 @@ class Trainer:
         steps_per_loop: int = 100,
         model_dir: Optional[str] = None,
         callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
-        seed: Optional[int] = None,
         max_checkpoints: int = 3,
         skip_nonfinite_steps: bool = False,
+        task: Optional[Task] = None,
     ):
-        if isinstance(steps_per_loop, bool) or int(steps_per_loop) != steps_per_loop or steps_per_loop < 1:
-            raise ValueError(f"steps_per_loop must be a positive integer, got {steps_per_loop!r}.")
-        if num_classes is not None and (int(num_classes) != num_classes or num_classes < 2):
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
         if reweighting is not None and not isinstance(reweighting, ReweightingRule):
             raise ValueError(
                 f"reweighting must be a losses.ReweightingRule, got {type(reweighting).__name__}.")
-        if seed is not None:
-            keras.utils.set_random_seed(int(seed))
+        if task is not None and not isinstance(task, Task):
+            raise ValueError(f"task must be a trainer.tasks.Task, got {type(task).__name__}.")
+        self.task = task or MulticlassTask()
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.steps_per_loop = int(steps_per_loop)
+        self.steps_per_loop = check_positive_integer(steps_per_loop, "steps_per_loop")
+        self.max_checkpoints = check_positive_integer(max_checkpoints, "max_checkpoints")
         self.model_dir = model_dir
-        self.seed = seed
-        self.loss = loss if loss is not None else _default_loss()
+        self.loss = loss if loss is not None else self.task.default_loss()
         self.reweighting = reweighting
         self.callbacks = list(callbacks or [])
-        self._max_checkpoints = max_checkpoints
-        self._is_chief = is_chief(self.strategy)
+        self.is_chief = is_chief(self.strategy)
+        self.operating_point: Any = None
 
         with self.strategy.scope():
             self.model = self._resolve_model(model)
             self.optimizer = self._resolve_optimizer(optimizer)
-            self.num_classes = self._resolve_num_classes(num_classes)
+            self.num_classes = self.task.check_num_classes(num_classes, self._model_output_width())
             if self.reweighting is not None and not self.reweighting.built:
                 self.reweighting.build(self.num_classes)
             self.train_confusion = ConfusionMatrix(self.num_classes, name="train_confusion_matrix")
             self.train_loss = keras.metrics.Mean(name="train_loss")
             self.eval_confusion = ConfusionMatrix(self.num_classes, name="eval_confusion_matrix")
             self.eval_loss = keras.metrics.Mean(name="eval_loss")
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch",
-                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.epoch = self._counter("epoch")
+            self.global_step = self._counter("global_step")
             # Steps of the current epoch done when a checkpoint was written mid-epoch (SIGTERM).
-            self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step",
-                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.epoch_step = self._counter("epoch_step")
             self.nonfinite_guard = NonFiniteGuard(skip=skip_nonfinite_steps)
 
+        self.summaries = SummaryWriters(model_dir, enabled=self.is_chief)
+        self.fault_tolerance = FaultTolerance(
+            strategy=self.strategy, model_dir=model_dir, global_step=self.global_step,
+            epoch_step=self.epoch_step, nonfinite_guard=self.nonfinite_guard)
+        self.checkpoint: Optional[RunCheckpoint] = None
+        self._built = False
         self._train_loop_fn = None
         self._eval_fn = None
-        self._predict_fn = None
-        self._checkpoint: Optional[RunCheckpoint] = None
-        self._optimizer_built = False
-        self.summaries = SummaryWriters(model_dir, enabled=self._is_chief)
-        self._fault_tolerance = FaultTolerance(self)
-        # A calibrated decision rule (trainer.operating_point); predict() applies it.
-        self.operating_point = load_operating_point(model_dir)
+        self._forward_fn = None
+        self._forward_with_loss_fn = None
+
+    @staticmethod
+    def _counter(name: str) -> tf.Variable:
+        return tf.Variable(0, dtype=tf.int64, trainable=False, name=name,
+                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     # ------------------------------------------------------------------ set-up
 
@@ -157,13 +176,14 @@ class Trainer:
             raise ValueError(f"model must be a keras.Model, got {type(model).__name__}.")
         return model
 
-    def _resolve_optimizer(self, optimizer) -> keras.optimizers.Optimizer:
+    def _resolve_optimizer(self, optimizer: OptimizerOrFactory) -> keras.optimizers.Optimizer:
         if optimizer is None:
             return keras.optimizers.Adam(learning_rate=1e-3)
         if not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
             optimizer = optimizer()
         if not isinstance(optimizer, keras.optimizers.Optimizer):
-            raise ValueError(f"optimizer must be a keras.optimizers.Optimizer, got {type(optimizer).__name__}.")
+            raise ValueError(f"optimizer must be a keras.optimizers.Optimizer, "
+                             f"got {type(optimizer).__name__}.")
         return optimizer
 
     def _model_output_width(self) -> Optional[int]:
@@ -174,55 +194,6 @@ class Trainer:
         if isinstance(shape, list):
             raise ValueError("model must have a single output (the logits); it has several.")
         return shape[-1] if shape else None
-
-    def _resolve_num_classes(self, num_classes: Optional[int]) -> int:
-        width = self._model_output_width()
-        if num_classes is None:
-            if width is None:
-                raise ValueError("num_classes is None and the model's output width is unknown: pass num_classes.")
-            num_classes = width
-        if width is not None and width != num_classes:
-            raise ValueError(
-                f"The model returns {width} logits per example but num_classes={num_classes}: "
-                f"the last layer must have num_classes units.")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
-        return int(num_classes)
-
-    def _ensure_ready(self, element_spec) -> None:
-        """Builds model and optimizer variables, then restores a checkpoint."""
-        if self._optimizer_built:
-            return
-        with self.strategy.scope():
-            if not self.model.built or not self.model.variables:
-                features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
-                dummy = tf.zeros([1] + list(features_spec.shape[1:]), features_spec.dtype)
-                logits = self.model(dummy, training=False)
-                if logits.shape[-1] != self.num_classes:
-                    raise ValueError(
-                        f"The model returns {logits.shape[-1]} logits per example but "
-                        f"num_classes={self.num_classes}.")
-            # Built before the first trace (Keras issue 23085: a stateful
-            # optimizer first built inside a replica fails under 2 replicas).
-            self.optimizer.build(self.model.trainable_variables)
-        if not hasattr(self.model, "optimizer") or self.model.optimizer is None:
-            self.model.optimizer = self.optimizer
-        self._optimizer_built = True
-        if self.model_dir:
-            self._checkpoint = RunCheckpoint(
-                os.path.join(self._checkpoint_root(), "checkpoints"),
-                max_to_keep=self._max_checkpoints if self._is_chief else 1, **self.checkpoint_items())
-            # Every worker restores the chief's checkpoint (see docs/DISTRIBUTED.md).
-            restored = self._checkpoint.restore_latest(os.path.join(self.model_dir, "checkpoints"))
-            self._fault_tolerance.restored(restored)
-            if restored:
-                logging.info("Resumed from %s (epoch %d, step %d).", restored,
-                                     int(self.epoch.numpy()), int(self.global_step.numpy()))
-
-    def _checkpoint_root(self) -> str:
-        # Workers other than the chief must save too (collective ops), but to a
-        # private directory that fit() removes at its end (trainer/distributed.py).
-        return worker_directory(self.model_dir, self.strategy) or self.model_dir
 
     def checkpoint_items(self) -> Dict[str, Any]:
         """The trackables saved in each checkpoint; extend in a subclass."""
@@ -237,43 +208,84 @@ class Trainer:
                 items[f"callback_{index}"] = callback
         return items
 
-    # ------------------------------------------------------------ compiled code
+    def _prepare(self, element_spec) -> None:
+        """Before the first use: builds model and optimizer, then restores the latest checkpoint."""
+        if self._built:
+            return
+        self._build(element_spec)
+        self._built = True
+        if self.model_dir:
+            self._restore_latest()
+
+    def _build(self, element_spec) -> None:
+        with self.strategy.scope():
+            if not self.model.built or not self.model.variables:
+                features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
+                dummy = tf.zeros([1] + list(features_spec.shape[1:]), features_spec.dtype)
+                logits = self.model(dummy, training=False)
+                self.task.check_num_classes(self.num_classes, logits.shape[-1])
+            # Built before the first trace (Keras issue 23085: a stateful
+            # optimizer first built inside a replica fails under 2 replicas).
+            self.optimizer.build(self.model.trainable_variables)
+        if getattr(self.model, "optimizer", None) is None:
+            self.model.optimizer = self.optimizer
+
+    def _restore_latest(self) -> None:
+        # Workers other than the chief save too (collective ops), but to a private
+        # directory that fit() removes at its end (trainer/distribute/cluster.py).
+        root = worker_directory(self.model_dir, self.strategy) or self.model_dir
+        self.checkpoint = RunCheckpoint(
+            os.path.join(root, "checkpoints"),
+            max_to_keep=self.max_checkpoints if self.is_chief else 1, **self.checkpoint_items())
+        self.fault_tolerance.attach_checkpoint(self.checkpoint)
+        # Every worker restores the chief's checkpoint (see docs/DISTRIBUTED.md).
+        restored = self.checkpoint.restore_latest(os.path.join(self.model_dir, "checkpoints"))
+        self.fault_tolerance.restored(restored)
+        if restored:
+            logging.info("Resumed from %s (epoch %d, step %d).", restored,
+                         int(self.epoch.numpy()), int(self.global_step.numpy()))
+
+    # ------------------------------------------------------------ the seams
 
     def compute_loss(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         """Per-example losses `[batch]` of the logits; override to change the loss."""
-        if isinstance(self.loss, keras.losses.Loss):
-            per_example = self.loss.call(labels, logits)
-        else:
-            per_example = self.loss(labels, logits)
-        if per_example.shape.rank != 1:
-            per_example = tf.reshape(per_example, [tf.shape(logits)[0], -1])
-            per_example = tf.reduce_sum(per_example, axis=-1)
-        return per_example
+        return self.task.per_example_loss(self.loss, labels, logits)
 
-    def _labels(self, labels: tf.Tensor) -> tf.Tensor:
-        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        checks = [
-            tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
-            tf.debugging.assert_less(labels, self.num_classes,
-                                     message=f"labels must be < num_classes={self.num_classes}"),
-        ]
-        # The identity depends on the checks, so they run before any use of the labels.
-        with tf.control_dependencies(checks):
-            return tf.identity(labels)
+    def reweight(self, labels: tf.Tensor, logits: tf.Tensor, grad_logits: tf.Tensor,
+                 context: TrainingContext) -> tf.Tensor:
+        """dL/dlogits after the per-class rule (unchanged without one); override to change it."""
+        if self.reweighting is None:
+            return grad_logits
+        return self.reweighting(labels, logits, grad_logits, context)
 
-    def train_step(self, batch) -> None:
-        """One optimizer step on one replica's batch `(features, labels)`."""
-        features, labels = batch[0], self._labels(batch[1])
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            logits = self.model(features, training=True)
-            regularization = tf.add_n(self.model.losses) if self.model.losses else None
-        logits = tf.cast(logits, tf.float32)
-        offsets, context = None, None
-        if self.reweighting is not None:
-            context = TrainingContext(epoch=tf.convert_to_tensor(self.epoch),
-                                      step=tf.convert_to_tensor(self.global_step))
-            offsets = self.reweighting.logit_offsets(context)
+    def apply_gradients(self, loss: tf.Tensor, gradients: Sequence[Optional[tf.Tensor]],
+                        variables: Sequence[tf.Variable]) -> tf.Tensor:
+        """Applies `gradients` unless the step is not finite; returns whether it was applied.
+
+        Called in a replica context. An override that transforms the
+        gradients (clipping, noise) keeps the guard by calling `super()`.
+        """
+        return self.nonfinite_guard.apply_gradients(self.optimizer, loss, gradients, variables,
+                                                    step=self.global_step)
+
+    def update_metrics(self, labels: tf.Tensor, logits: tf.Tensor, per_example_loss: tf.Tensor,
+                       applied: tf.Tensor) -> None:
+        """Updates the running training metrics with one replica's step."""
+        self.train_loss.update_state(
+            tf.where(applied, per_example_loss, tf.zeros_like(per_example_loss)),
+            sample_weight=tf.cast(applied, per_example_loss.dtype))
+        self.train_confusion.update_state(labels, logits)
+
+    # ------------------------------------------------------------ compiled code
+
+    def _training_context(self) -> TrainingContext:
+        return TrainingContext(epoch=tf.convert_to_tensor(self.epoch),
+                               step=tf.convert_to_tensor(self.global_step))
+
+    def _loss_and_logit_gradient(self, labels: tf.Tensor, logits: tf.Tensor,
+                                 context: TrainingContext) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`(per_example_loss, loss, dL/dlogits)` of one replica's logits."""
+        offsets = None if self.reweighting is None else self.reweighting.logit_offsets(context)
         with tf.GradientTape() as loss_tape:
             loss_tape.watch(logits)
             # A rule acting through margins shifts the logits the loss sees (training
@@ -284,27 +296,48 @@ class Trainer:
             # batch splits unevenly, so per-replica size x replicas would be wrong.
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=global_batch_size(labels, self.strategy))
-        grad_logits = loss_tape.gradient(loss, logits)
-        if self.reweighting is not None:
-            grad_logits = self.reweighting(labels, logits, grad_logits, context)
+        return per_example, loss, loss_tape.gradient(loss, logits)
+
+    def train_step(self, batch) -> None:
+        """One optimizer step on one replica's batch `(features, labels)`."""
+        features = batch[0]
+        labels = self.task.class_labels(batch[1], self.num_classes)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            # Cast inside the tape: a mixed-precision model's float16 logits still
+            # carry the gradient to its variables.
+            logits = tf.cast(self.model(features, training=True), tf.float32)
+            # Scaled inside the tape (so its gradient exists) and once per step:
+            # each replica adds 1/replicas of it, the optimizer sums replicas.
+            regularization = (tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
+                              if self.model.losses else None)
+        context = self._training_context()
+        per_example, loss, grad_logits = self._loss_and_logit_gradient(labels, logits, context)
+        grad_logits = self.reweight(labels, logits, grad_logits, context)
         targets, output_gradients = [logits], [grad_logits]
         if regularization is not None:
-            targets.append(regularization / self.strategy.num_replicas_in_sync)
-            output_gradients.append(None)
+            targets.append(regularization)
+            output_gradients.append(tf.ones_like(regularization))
+            loss = loss + tf.cast(regularization, loss.dtype)
         gradients = tape.gradient(targets, variables, output_gradients=output_gradients)
-        # Applied only when loss and gradients are finite (trainer/nonfinite.py).
-        applied = self.nonfinite_guard.apply_gradients(self.optimizer, loss, gradients, variables,
-                                                       step=self.global_step)
-        self.train_loss.update_state(tf.where(applied, per_example, tf.zeros_like(per_example)),
-                                     sample_weight=tf.cast(applied, per_example.dtype))
-        self.train_confusion.update_state(labels, logits)
+        applied = self.apply_gradients(loss, gradients, variables)
+        self.update_metrics(labels, logits, per_example, applied)
 
     def eval_step(self, batch) -> None:
         """Updates the evaluation metrics with one replica's batch."""
-        features, labels = batch[0], self._labels(batch[1])
-        logits = tf.cast(self.model(features, training=False), tf.float32)
+        features = batch[0]
+        labels = self.task.class_labels(batch[1], self.num_classes)
+        logits = self.predict_step(features)
         self.eval_loss.update_state(self.compute_loss(labels, logits))
         self.eval_confusion.update_state(labels, logits)
+
+    def predict_step(self, features) -> tf.Tensor:
+        """float32 logits of a batch of features (inference mode)."""
+        return tf.cast(self.model(features, training=False), tf.float32)
+
+    def _forward_with_loss(self, features, labels) -> Tuple[tf.Tensor, tf.Tensor]:
+        logits = self.predict_step(features)
+        return logits, self.compute_loss(self.task.class_labels(labels, self.num_classes), logits)
 
     def _make_train_loop(self):
         strategy = self.strategy
@@ -342,99 +375,151 @@ class Trainer:
 
         return evaluate
 
-    # ------------------------------------------------------------- public API
+    # ------------------------------------------------------------- inputs
 
-    def _distribute(self, data: tf.data.Dataset, argument: str):
+    def _check_dataset(self, data: Any, argument: str) -> int:
+        """Checks a `(features, labels)` dataset; returns its cardinality."""
         if not isinstance(data, tf.data.Dataset):
             raise ValueError(f"{argument} must be a tf.data.Dataset of (features, labels) batches, "
                              f"got {type(data).__name__}.")
         spec = data.element_spec
         if not isinstance(spec, tuple) or len(spec) < 2:
             raise ValueError(f"{argument} must yield (features, labels) batches; its elements are {spec}.")
+        if len(spec) > 2:
+            raise ValueError(
+                f"{argument} yields {len(spec)} components per batch; the Trainer reads "
+                f"(features, labels) and would ignore the rest (sample weights are not supported "
+                f"yet): drop them, e.g. dataset.map(lambda x, y, w: (x, y)).")
         if spec[0].shape.rank is not None and spec[0].shape.rank < 2:
-            raise ValueError(f"{argument} must be batched (features of rank >= 2); got shape {spec[0].shape}.")
+            raise ValueError(f"{argument} must be batched (features of rank >= 2); "
+                             f"got shape {spec[0].shape}.")
         cardinality = int(data.cardinality())
         if cardinality == 0:
             raise ValueError(f"{argument} is empty.")
-        self._ensure_ready(spec)
+        self._prepare(spec)
+        return cardinality
+
+    def _distribute(self, data: tf.data.Dataset, argument: str):
+        cardinality = self._check_dataset(data, argument)
         data = shard_by_data(data, self.strategy)
         return self.strategy.experimental_distribute_dataset(data), cardinality
 
-    @fault_tolerant_fit
-    def fit(self, train_data: tf.data.Dataset, *, epochs: int, steps_per_epoch: Optional[int] = None,
+    # ------------------------------------------------------------- fit
+
+    def _epoch_range(self, epochs: Optional[int], total_epochs: Optional[int]) -> Tuple[int, int]:
+        if (epochs is None) == (total_epochs is None):
+            raise ValueError(f"Pass exactly one of epochs (how many more epochs) and total_epochs "
+                             f"(train until this many are done), got epochs={epochs!r}, "
+                             f"total_epochs={total_epochs!r}.")
+        first = int(self.epoch.numpy())
+        if epochs is not None:
+            return first, first + check_positive_integer(epochs, "epochs")
+        return first, check_positive_integer(total_epochs, "total_epochs")
+
+    def _callbacks_need_logits(self) -> bool:
+        return any(getattr(callback, "needs_validation_logits", False) for callback in self.callbacks)
+
+    def fit(self, train_data: tf.data.Dataset, *, epochs: Optional[int] = None,
+            total_epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None,
             validation_data: Optional[tf.data.Dataset] = None) -> Dict[str, List[float]]:
-        """Trains until `epochs` epochs are done (counting resumed ones).
+        """Trains `epochs` more epochs, or until `total_epochs` are done.
+
+        Each epoch, in this order: compiled loops of `steps_per_loop` steps,
+        each followed by the non-finite check and the SIGTERM check
+        (`FaultTolerance.after_train_loop`); then one evaluation of
+        `validation_data` (an `EvaluationResult`, handed to callbacks that
+        define `on_evaluation`); the TensorBoard scalars; the callbacks'
+        `on_epoch_end`; the epoch counter; the checkpoint and the SIGTERM exit
+        (`FaultTolerance.after_epoch`).
 
         Args:
           train_data: Batched dataset of `(features, labels)`; the batch size
             is the global one. Without `steps_per_epoch` an epoch is one pass.
-          epochs: Total number of epochs; a resumed run trains the rest.
+          epochs: How many epochs to train in this call (Keras's convention:
+            a second `fit(epochs=2)` trains two more).
+          total_epochs: Instead of `epochs`: train until the epoch counter
+            (restored epochs included) reaches this; a resumed run trains the
+            rest, and a finished one trains nothing (and says so).
           steps_per_epoch: Steps per epoch; needed for infinite datasets. The
             iterator then carries over between epochs.
-          validation_data: Batched dataset evaluated after each epoch; its
-            metrics enter the logs with the `val_` prefix.
+          validation_data: Batched dataset evaluated once after each epoch;
+            its metrics enter the logs with the `val_` prefix.
 
         Returns:
           History: each log name mapped to its value per epoch trained now.
         """
-        if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-        if steps_per_epoch is not None and (int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1):
-            raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}.")
+        if steps_per_epoch is not None:
+            steps_per_epoch = check_positive_integer(steps_per_epoch, "steps_per_epoch")
         distributed, cardinality = self._distribute(train_data, "train_data")
+        first_epoch, end_epoch = self._epoch_range(epochs, total_epochs)
+        if first_epoch >= end_epoch:
+            logging.warning("Nothing to train: %d epoch(s) are done and total_epochs=%d; pass a "
+                            "larger total_epochs (or epochs=N for N more).", first_epoch, end_epoch)
+            return {}
         infinite = cardinality == tf.data.INFINITE_CARDINALITY
         if steps_per_epoch is None and infinite:
             raise ValueError("train_data is infinite (it repeats): pass steps_per_epoch.")
         if validation_data is not None:
-            self._distribute(validation_data, "validation_data")
+            self._check_dataset(validation_data, "validation_data")
         if self._train_loop_fn is None:
             self._train_loop_fn = self._make_train_loop()
-
+        steps_limit = steps_per_epoch or (cardinality if cardinality > 0 else None)
         callbacks = keras.callbacks.CallbackList(self.callbacks, model=self.model,
-                                                 epochs=epochs, steps=steps_per_epoch or (cardinality if cardinality > 0 else None))
-        self.model.stop_training = False
-        history: Dict[str, List[float]] = {}
+                                                 epochs=end_epoch, steps=steps_limit)
         persistent_iterator = iter(distributed) if steps_per_epoch else None
-        callbacks.on_train_begin()
-        for epoch in range(int(self.epoch.numpy()), epochs):
-            if getattr(self.model, "stop_training", False):
-                break  # e.g. a restored callback had already stopped this run
-            self.epoch.assign(epoch)
-            callbacks.on_epoch_begin(epoch)
-            if not self._fault_tolerance.resuming_mid_epoch():
-                self.train_loss.reset_state()
-                self.train_confusion.reset_state()
-            # After a restore: the same shuffling and position as the interrupted run.
-            iterator, steps = self._fault_tolerance.epoch_iterator(distributed, epoch, persistent_iterator)
-            limit = steps_per_epoch or (cardinality if cardinality > 0 else None)
-            while limit is None or steps < limit:
-                chunk = self.steps_per_loop if limit is None else min(self.steps_per_loop, limit - steps)
-                callbacks.on_train_batch_begin(steps)
-                done = int(self._train_loop_fn(iterator, tf.constant(chunk, tf.int64),
-                                               infinite=infinite))
-                steps += done
-                self._fault_tolerance.after_train_loop(epoch, steps)  # NaN/Inf, SIGTERM
-                callbacks.on_train_batch_end(steps - 1, {"loss": float(self.train_loss.result())})
-                if done < chunk:
+        history: Dict[str, List[float]] = {}
+        self.model.stop_training = False
+        with self.fault_tolerance.watching(self.model.variables):
+            callbacks.on_train_begin()
+            for epoch in range(first_epoch, end_epoch):
+                if getattr(self.model, "stop_training", False):
+                    break  # e.g. a restored callback had already stopped this run
+                logs = self._fit_epoch(epoch, distributed, persistent_iterator, steps_limit,
+                                       infinite, callbacks, validation_data)
+                for key, value in logs.items():
+                    history.setdefault(key, []).append(value)
+                if getattr(self.model, "stop_training", False):
                     break
-            if steps == 0:
-                raise ValueError("train_data produced no batches in this epoch (empty or exhausted); "
-                                 "pass a larger dataset, or repeat it and set steps_per_epoch.")
-            logs = self._train_logs()
-            if validation_data is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate(validation_data).items()
-                             if not isinstance(v, (list, np.ndarray))})
-            self._write_epoch_summaries(logs)
-            callbacks.on_epoch_end(epoch, logs)
-            for key, value in logs.items():
-                history.setdefault(key, []).append(value)
-            self.epoch.assign(epoch + 1)
-            self._fault_tolerance.save()
-            self._fault_tolerance.after_epoch()
-            if getattr(self.model, "stop_training", False):
-                break
-        callbacks.on_train_end(history and {k: v[-1] for k, v in history.items()})
+            callbacks.on_train_end(history and {k: v[-1] for k, v in history.items()})
         return history
+
+    def _fit_epoch(self, epoch: int, distributed, persistent_iterator, steps_limit: Optional[int],
+                   infinite: bool, callbacks: keras.callbacks.CallbackList,
+                   validation_data: Optional[tf.data.Dataset]) -> Dict[str, float]:
+        """One epoch of `fit`, in the order its docstring gives; returns the epoch's logs."""
+        self.epoch.assign(epoch)
+        callbacks.on_epoch_begin(epoch)
+        if not self.fault_tolerance.resuming_mid_epoch():
+            self.train_loss.reset_state()
+            self.train_confusion.reset_state()
+        # After a restore: the same shuffling and position as the interrupted run.
+        iterator, steps = self.fault_tolerance.epoch_iterator(distributed, epoch, persistent_iterator)
+        while steps_limit is None or steps < steps_limit:
+            chunk = self.steps_per_loop if steps_limit is None else min(self.steps_per_loop,
+                                                                        steps_limit - steps)
+            callbacks.on_train_batch_begin(steps)
+            done = int(self._train_loop_fn(iterator, tf.constant(chunk, tf.int64), infinite=infinite))
+            steps += done
+            self.fault_tolerance.after_train_loop(epoch, steps)  # NaN/Inf, then SIGTERM
+            callbacks.on_train_batch_end(steps - 1, {"loss": float(self.train_loss.result())})
+            if done < chunk:
+                break
+        if steps == 0:
+            raise ValueError("train_data produced no batches in this epoch (empty or exhausted); "
+                             "pass a larger dataset, or repeat it and set steps_per_epoch.")
+        logs = self._train_logs()
+        if validation_data is not None:
+            result = self.evaluation(validation_data, collect_logits=self._callbacks_need_logits(),
+                                     epoch=epoch)
+            logs.update({f"val_{k}": v for k, v in result.scalars().items()})
+            for callback in self.callbacks:
+                if hasattr(callback, "on_evaluation"):
+                    callback.on_evaluation(result)
+        self._write_epoch_summaries(logs)
+        callbacks.on_epoch_end(epoch, logs)
+        self.epoch.assign(epoch + 1)
+        self.fault_tolerance.after_epoch()  # checkpoint, then SIGTERM
+        return logs
 
     def _train_logs(self) -> Dict[str, float]:
         metrics = per_class_metrics(self.train_confusion.result().numpy())
@@ -456,15 +541,39 @@ class Trainer:
         if evaluation:
             self.summaries.write_scalars("eval", evaluation, step)
 
-    def evaluate_confusion_matrix(self, data: tf.data.Dataset) -> np.ndarray:
-        """Streams `data` through the model and returns its confusion matrix."""
+    # ------------------------------------------------------- evaluation
+
+    def evaluation(self, data: tf.data.Dataset, *, collect_logits: bool = False,
+                   epoch: Optional[int] = None) -> EvaluationResult:
+        """One pass over `data` (batched `(features, labels)`): an `EvaluationResult`.
+
+        Without `collect_logits` the pass is distributed and the confusion
+        matrix is summed across replicas; with it, every worker runs the
+        model over the whole of `data` and the result carries the logits
+        and labels as well.
+        """
+        step = int(self.global_step.numpy())
+        if collect_logits:
+            self._check_dataset(data, "data")
+            if self._forward_with_loss_fn is None:
+                self._forward_with_loss_fn = tf.function(self._forward_with_loss,
+                                                         reduce_retracing=True)
+            outputs, labels = collect_outputs(self._forward_with_loss_fn, data)
+            return EvaluationResult.from_logits(
+                concatenate(outputs, 0), np.concatenate(labels),
+                loss=float(np.mean(concatenate(outputs, 1))), epoch=epoch, step=step)
         distributed, _ = self._distribute(data, "data")
         if self._eval_fn is None:
             self._eval_fn = self._make_eval_fn()
         self.eval_loss.reset_state()
         self.eval_confusion.reset_state()
         self._eval_fn(distributed)
-        return self.eval_confusion.result().numpy()
+        return EvaluationResult(confusion_matrix=self.eval_confusion.result().numpy(),
+                                loss=float(self.eval_loss.result()), epoch=epoch, step=step)
+
+    def evaluate_confusion_matrix(self, data: tf.data.Dataset) -> np.ndarray:
+        """Streams `data` through the model and returns its confusion matrix."""
+        return self.evaluation(data).confusion_matrix
 
     def evaluate(self, data: tf.data.Dataset) -> Dict[str, Any]:
         """Evaluates on `data` (batched `(features, labels)`).
@@ -474,17 +583,21 @@ class Trainer:
           `recall/<k>`, `precision/<k>`, `f1/<k>` as floats, plus the arrays
           `recall`, `precision`, `f1`, `support` and `confusion_matrix`.
         """
-        matrix = self.evaluate_confusion_matrix(data)
-        metrics = per_class_metrics(matrix)
-        result: Dict[str, Any] = {"loss": float(self.eval_loss.result())}
-        result.update(flatten_metrics(metrics))
-        for key in ("recall", "precision", "f1", "support"):
-            result[key] = np.asarray(metrics[key])
-        result["confusion_matrix"] = matrix
-        return result
+        return self.evaluation(data).metrics()
 
-    def _logits_of(self, features: tf.Tensor) -> tf.Tensor:
-        return tf.cast(self.model(features, training=False), tf.float32)
+    def collect_logits(self, data: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
+        """`(logits float32 [N, K], labels int64 [N])` of a dataset of `(features, labels)` batches."""
+        self._check_dataset(data, "data")
+        forward = self._forward()
+        outputs, labels = collect_outputs(lambda features, _: (forward(features),), data)
+        return concatenate(outputs, 0), np.concatenate(labels)
+
+    # ------------------------------------------------------- prediction
+
+    def _forward(self):
+        if self._forward_fn is None:
+            self._forward_fn = tf.function(self.predict_step, reduce_retracing=True)
+        return self._forward_fn
 
     def predict_logits(self, data: Union[tf.data.Dataset, np.ndarray]) -> np.ndarray:
         """Logits `[N, num_classes]` for features (a dataset of batches or an array)."""
@@ -492,17 +605,21 @@ class Trainer:
             data = tf.data.Dataset.from_tensor_slices(data.astype(np.float32)).batch(1024)
         if not isinstance(data, tf.data.Dataset):
             raise ValueError(f"data must be a tf.data.Dataset or a NumPy array, got {type(data).__name__}.")
-        spec = data.element_spec
-        self._ensure_ready(spec)
-        if self._predict_fn is None:
-            self._predict_fn = tf.function(self._logits_of)
-        outputs = []
-        for element in data:
-            features = element[0] if isinstance(element, tuple) else element
-            outputs.append(self._predict_fn(features).numpy())
-        if not outputs:
-            raise ValueError("data is empty.")
-        return np.concatenate(outputs, axis=0)
+        self._prepare(data.element_spec)
+        forward = self._forward()
+        outputs, _ = collect_outputs(lambda x: (forward(x),), data, with_labels=False)
+        return concatenate(outputs, 0)
+
+    def _decision_offsets(self, logit_adjustment: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if logit_adjustment is None and self.operating_point is not None:
+            logit_adjustment = self.operating_point.offsets()
+        if logit_adjustment is None:
+            return None
+        offsets = np.asarray(logit_adjustment, np.float32)
+        if offsets.shape != (self.num_classes,):
+            raise ValueError(f"logit_adjustment must have {self.num_classes} values, "
+                             f"got shape {offsets.shape}.")
+        return offsets
 
     def predict(self, data: Union[tf.data.Dataset, np.ndarray], *,
                 logit_adjustment: Optional[np.ndarray] = None) -> np.ndarray:
@@ -512,24 +629,20 @@ class Trainer:
           data: Batched dataset (features, or (features, labels)) or an array.
           logit_adjustment: Optional per-class offsets added to the logits
             before the softmax (e.g. `-tau * log(prior)` for post-hoc logit
-            adjustment). Without it, the calibrated `operating_point` (if
-            any) adjusts the logits.
+            adjustment). Without it, the `operating_point` (if any) adjusts
+            the logits.
         """
         logits = self.predict_logits(data)
-        if logit_adjustment is None and self.operating_point is not None:
-            logit_adjustment = self.operating_point.offsets()
-        if logit_adjustment is not None:
-            offsets = np.asarray(logit_adjustment, np.float32)
-            if offsets.shape != (self.num_classes,):
-                raise ValueError(f"logit_adjustment must have {self.num_classes} values, got shape {offsets.shape}.")
+        offsets = self._decision_offsets(logit_adjustment)
+        if offsets is not None:
             logits = logits + offsets
         logits = logits - logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
     def predict_classes(self, data: Union[tf.data.Dataset, np.ndarray]) -> np.ndarray:
-        """Predicted class indices `[N]`: the `operating_point`'s rule, else the argmax."""
+        """Predicted class indices `[N]`: the `operating_point`'s decision, else the task's."""
         logits = self.predict_logits(data)
         if self.operating_point is not None:
             return self.operating_point.decide(logits)
-        return logits.argmax(axis=1)
+        return self.task.predictions(logits)

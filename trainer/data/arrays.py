@@ -12,9 +12,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from . import stats
 from .bundle import DataSplit
 from .errors import InputDataError, describe_location
-from . import stats
 
 
 class ArrayPipeline:
@@ -98,7 +98,8 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
       (x float32, y int32, class_names).
 
     Raises:
-      InputDataError: Naming the source, row (1-based), column and value.
+      InputDataError: Naming the source, row (1-based), column and value (with `argument`
+        "num_classes" when the labels do not fit `num_classes`).
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -139,7 +140,8 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
             labels[i] = index[k]
         if num_classes is not None and class_names is None and num_classes != len(names):
             raise InputDataError(
-                f"--num_classes={num_classes} but file {source!r} has {len(names)} string labels {names}")
+                f"num_classes={num_classes} but file {source!r} has {len(names)} string labels {names}",
+                argument="num_classes", value=num_classes)
         return x, labels, names
 
     if y.dtype.kind == "f":
@@ -162,10 +164,12 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
         over = y64 >= limit
         if over.any():
             row = int(np.argmax(over))
-            what = "--num_classes" if num_classes is not None else "the training classes"
-            raise InputDataError(
-                f"label out of range [0, {limit}) set by {what}: "
-                f"{describe_location(source, row=row + 1, column='y', value=int(y64[row]))}")
+            where = describe_location(source, row=row + 1, column="y", value=int(y64[row]))
+            if num_classes is not None:
+                raise InputDataError(
+                    f"num_classes={num_classes}, but label out of range [0, {limit}): {where}",
+                    argument="num_classes", value=num_classes)
+            raise InputDataError(f"label out of range [0, {limit}) set by the training classes: {where}")
     names = list(class_names) if class_names is not None else [
         str(i) for i in range(limit if limit is not None else int(y64.max()) + 1)]
     return x, y64.astype(np.int32), names

@@ -11,7 +11,9 @@ from typing import List, Optional, Protocol
 import numpy as np
 import tensorflow as tf
 
-from .errors import InputDataError
+from trainer.checks import check_positive_integer
+
+from .errors import checked
 
 
 class Pipeline(Protocol):
@@ -59,11 +61,10 @@ class DataSplit:
           A `tf.data.Dataset` of (float32 features [B, *input_shape], int32 labels [B]).
 
         Raises:
-          InputDataError: If `batch_size` is not positive.
+          DataArgumentError: If `batch_size` is not a positive integer.
         """
-        if int(batch_size) <= 0:
-            raise InputDataError(f"batch_size must be positive, got {batch_size!r}")
-        return self.pipeline.batched(int(batch_size), shuffle=bool(shuffle), seed=int(seed),
+        batch_size = checked(check_positive_integer, batch_size, "batch_size")
+        return self.pipeline.batched(batch_size, shuffle=bool(shuffle), seed=int(seed),
                                      repeat=bool(repeat), drop_remainder=bool(drop_remainder),
                                      input_context=input_context)
 
@@ -85,7 +86,8 @@ class DataBundle:
       validation: A held-out split of the training distribution for calibration
         and recall-driven control: the stratified split when `eval` is a separate
         test set (synthetic, fashion_mnist_lt); the same object as `eval` when
-        `eval` is itself the held-out split; None when `--eval_dataset` is given.
+        `eval` is itself the held-out split; None when `load_data` got an `eval_dataset`
+        (unless `hold_out_validation`).
     """
 
     train: DataSplit

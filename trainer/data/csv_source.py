@@ -1,10 +1,12 @@
 """The `csv:PATH` source: a header row, a label column, numeric feature columns; streamed.
 
-Lines are read with `TextLineDataset` and parsed in batches with `decode_csv` (quoted fields
-are allowed, newlines inside quotes are not); every feature value is required (no defaults).
-Labels that are all integers (' 07' reads as 7) are class indices; otherwise every label is a
-class name and classes are the sorted names ('1.0' is a name, not the integer 1).
+Integer labels (' 07' reads as 7) are class indices; otherwise classes are the sorted label names.
 """
+
+# Lines are read with `TextLineDataset` and parsed in batches with `decode_csv` (quoted fields
+# are allowed, newlines inside quotes are not); every feature value is required (no defaults).
+# Labels that are all integers are class indices; otherwise every label is a class name and
+# classes are the sorted names ('1.0' is a name, not the integer 1).
 
 from __future__ import annotations
 
@@ -25,12 +27,16 @@ from .stats import SplitCounter, StreamSummary
 def read_header(path: str, label_column: str) -> Tuple[List[str], int]:
     """Reads the header row.
 
+    Args:
+      path: The CSV file.
+      label_column: The label column's name.
+
     Returns:
       (column names, index of the label column).
 
     Raises:
-      InputDataError: Missing or empty file, duplicate columns, no label column
-        (listing the columns), or no feature columns.
+      InputDataError: Missing or empty file, duplicate columns, no feature columns, or a
+        `label_column` that is not a column (naming it and listing the columns).
     """
     if not os.path.isfile(path):
         raise InputDataError(f"CSV file not found: {path!r}")
@@ -47,8 +53,8 @@ def read_header(path: str, label_column: str) -> Tuple[List[str], int]:
         seen.add(c)
     if label_column not in columns:
         raise InputDataError(
-            f"file {path!r}: no label column {label_column!r} (--label_column); "
-            f"the columns are {columns}")
+            f"label_column={label_column!r} is not a column of file {path!r}; "
+            f"the columns are {columns}", argument="label_column", value=label_column)
     if len(columns) < 2:
         raise InputDataError(f"file {path!r}: no feature columns besides the label {label_column!r}")
     return columns, columns.index(label_column)
@@ -118,7 +124,7 @@ def scan(path: str, *, label_column: str, validation_split: Optional[float], see
       validation_split: Held-out fraction, or None to keep every row for training.
       seed: Split seed.
       known: The training label space (for an eval file).
-      num_classes: `--num_classes`, if given.
+      num_classes: If given, integer labels must lie in [0, num_classes).
       cache_dir: Where to cache the summary as JSON (keyed by path, mtime, size).
 
     Returns:

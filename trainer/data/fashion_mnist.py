@@ -1,7 +1,6 @@
-"""The `fashion_mnist_lt` dataset: a seeded long-tailed subsample of Fashion-MNIST.
+"""The `fashion_mnist_lt` dataset: a seeded long-tailed subsample of Fashion-MNIST's idx .gz files.
 
-Reads the idx .gz files (Debian's dataset-fashion-mnist, or `--data_dir`) with numpy; class c
-keeps `int(6000 * IR ** (-c / 9))` training images; pixels are scaled to [0, 1], shape (28, 28, 1).
+Class c keeps `int(6000 * IR ** (-c / 9))` training images; pixels in [0, 1], shape (28, 28, 1).
 """
 
 from __future__ import annotations
@@ -35,8 +34,10 @@ def _read_idx(path: str, magic: int, ndim: int) -> np.ndarray:
     if not os.path.isfile(path):
         wanted = sorted(sum(FILES.values(), ()))
         raise InputDataError(
-            f"Fashion-MNIST file not found: {path!r} (install the Debian package "
-            f"dataset-fashion-mnist, or point --data_dir at a directory with {wanted})")
+            f"data_dir={os.path.dirname(path)!r} has no Fashion-MNIST file "
+            f"{os.path.basename(path)!r} (not found: {path!r}; install the Debian package "
+            f"dataset-fashion-mnist, or point it at a directory with {wanted})",
+            argument="data_dir", value=os.path.dirname(path))
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
@@ -53,7 +54,16 @@ def _read_idx(path: str, magic: int, ndim: int) -> np.ndarray:
 
 
 def load_part(part: str, data_dir: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Loads 'train' or 'test' as (x uint8 [N, 28, 28], y int32 [N]); see `to_features`."""
+    """Loads 'train' or 'test' as (x uint8 [N, 28, 28], y int32 [N]); see `to_features`.
+
+    Args:
+      part: 'train' or 'test'.
+      data_dir: The directory of the idx .gz files (default: `DEFAULT_DIR`, Debian's
+        dataset-fashion-mnist).
+
+    Raises:
+      InputDataError: A file missing (with `argument` "data_dir") or unreadable.
+    """
     directory = data_dir or DEFAULT_DIR
     images, labels = FILES[part]
     x = _read_idx(os.path.join(directory, images), 2051, 3)

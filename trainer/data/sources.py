@@ -1,4 +1,4 @@
-"""`load_data`: turns `--dataset` / `--eval_dataset` specs into a `DataBundle`.
+"""`load_data`: turns dataset specs (`synthetic`, `csv:PATH`, ...) into a `DataBundle`.
 
 Parses the spec, loads or scans the source, makes the stratified split, and checks eval labels.
 """
@@ -6,15 +6,16 @@ Parses the spec, loads or scans the source, makes the stratified split, and chec
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from trainer.checks import check_number, check_positive_integer
+
 from . import arrays, csv_source, fashion_mnist, splits, synthetic, tfrecord_source
 from .bundle import DataBundle, DataSplit
-from .errors import InputDataError, describe_location
+from .errors import InputDataError, checked, describe_location
 from .labels import LabelSpace
 from .stats import Moments, StreamSummary
 from .streaming import StreamPipeline
@@ -25,7 +26,7 @@ _BENCHMARKS = ("synthetic", "fashion_mnist_lt")
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A parsed dataset flag value: `kind` in synthetic/fashion_mnist_lt/npz/csv/tfrecord, and `path`."""
+    """A parsed dataset spec: `kind` in synthetic/fashion_mnist_lt/npz/csv/tfrecord, and `path`."""
 
     kind: str
     path: Optional[str] = None
@@ -34,11 +35,16 @@ class DatasetSpec:
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
 
-def parse_spec(spec: str, flag: str = "--dataset") -> DatasetSpec:
-    """Parses a dataset flag value.
+def parse_spec(spec: str, argument: str = "dataset") -> DatasetSpec:
+    """Parses a dataset spec such as `csv:train.csv`.
+
+    Args:
+      spec: One of `VALID_FORMS`.
+      argument: The caller's name for `spec`, for the message (`load_data` passes `dataset` or
+        `eval_dataset`).
 
     Raises:
-      InputDataError: Naming the flag and listing the valid forms.
+      InputDataError: Naming `argument` and its value, and listing the valid forms.
     """
     text = (spec or "").strip()
     if text in _BENCHMARKS:
@@ -46,7 +52,8 @@ def parse_spec(spec: str, flag: str = "--dataset") -> DatasetSpec:
     kind, sep, path = text.partition(":")
     if sep and kind in ("npz", "csv", "tfrecord") and path.strip():
         return DatasetSpec(kind, path.strip())
-    raise InputDataError(f"{flag}={spec!r} is not a dataset; valid forms: {', '.join(VALID_FORMS)}")
+    raise InputDataError(f"{argument}={spec!r} is not a dataset; valid forms: {', '.join(VALID_FORMS)}",
+                         argument=argument, value=spec)
 
 
 @dataclasses.dataclass
@@ -76,7 +83,8 @@ def _load_arrays(spec: DatasetSpec, *, imbalance_ratio: float, data_dir: Optiona
             names = list(fashion_mnist.CLASS_NAMES)
         k = len(names) if known is None else known.num_classes
         if num_classes is not None and num_classes != k:
-            raise InputDataError(f"--num_classes={num_classes} but dataset {spec} has {len(names)} classes")
+            raise InputDataError(f"num_classes={num_classes} but dataset {spec} has {len(names)} classes",
+                                 argument="num_classes", value=num_classes)
         return _Arrays(x, y, names, "int", (xt, yt))
     x, y = arrays.load_npz(spec.path)
     names_known = None if known is None else known.names
@@ -103,7 +111,7 @@ def _check_eval_seen(train_counts: np.ndarray, eval_split: DataSplit, names: Lis
         c = min(unseen, key=first_row)
         where = describe_location(source, row=first_row(c), column=column, value=names[c])
         raise InputDataError(
-            f"label unseen in training: {where} (class {c}); --eval_dataset has "
+            f"label unseen in training: {where} (class {c}); the eval data has "
             f"{int(eval_split.class_counts[c])} examples of it, the training split has none")
 
 
@@ -111,8 +119,8 @@ def _require_held_out(split: DataSplit, dataset: str, p: float) -> None:
     """Raises if the held-out split is empty."""
     if split.num_examples == 0:
         raise InputDataError(
-            f"--validation_split={p} holds out no examples of --dataset={dataset} "
-            "(too few examples per class); raise it or pass --eval_dataset")
+            f"validation_split={p} holds out no examples of {dataset} (too few examples per "
+            "class); raise it or give separate evaluation data", argument="validation_split", value=p)
 
 
 def _stream_scan(spec: DatasetSpec, p: Optional[float], *, label_column: str, feature_key: str,
@@ -178,18 +186,16 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
       The `DataBundle`.
 
     Raises:
-      InputDataError: Bad flags or bad data (naming flag, file, row, column and value).
+      InputDataError: Bad arguments or bad data, naming the argument (also in its `argument`
+        attribute; a `DataArgumentError` for a value out of range) or the file, row, column and
+        value.
     """
-    spec = parse_spec(dataset, "--dataset")
-    eval_spec = parse_spec(eval_dataset, "--eval_dataset") if eval_dataset else None
+    spec = parse_spec(dataset, "dataset")
+    eval_spec = parse_spec(eval_dataset, "eval_dataset") if eval_dataset else None
     if num_classes is not None:
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-            raise InputDataError(f"--num_classes must be a positive integer, got {num_classes!r}")
-        num_classes = int(num_classes)
+        num_classes = checked(check_positive_integer, num_classes, "num_classes")
     if spec.kind in _BENCHMARKS or (eval_spec is not None and eval_spec.kind in _BENCHMARKS):
-        if not (isinstance(imbalance_ratio, (int, float)) and math.isfinite(imbalance_ratio)
-                and imbalance_ratio >= 1):
-            raise InputDataError(f"--imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}")
+        imbalance_ratio = checked(check_number, imbalance_ratio, "imbalance_ratio", minimum=1)
     hold_out = eval_spec is None or hold_out_validation
     p = splits.check_validation_split(validation_split) if hold_out else None
     common = dict(label_column=label_column, feature_key=feature_key, label_key=label_key,
@@ -208,7 +214,7 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
             held = _stream_split("eval" if eval_spec is None else "validation", summary, build,
                                  summary.held_counts, (offsets, p, True))
             _require_held_out(held, dataset, p)
-            eval_split = validation = held  # an explicit --eval_dataset replaces eval below
+            eval_split = validation = held  # an explicit eval_dataset replaces eval below
         mean = None if summary.mean is None else np.asarray(summary.mean, np.float32)
         var = None if summary.variance is None else np.asarray(summary.variance, np.float32)
         input_shape = tuple(summary.input_shape)
@@ -227,7 +233,7 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
             if data.test is not None:
                 validation = held
                 eval_split = arrays.array_split("eval", data.test[0], data.test[1], k)
-            else:  # an explicit --eval_dataset replaces eval below
+            else:  # an explicit eval_dataset replaces eval below
                 eval_split = validation = held
         else:
             x_train, y_train = data.x, data.y
@@ -249,8 +255,9 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
             first_row = lambda c: int(np.argmax(ey == c)) + 1  # noqa: E731
         if tuple(eval_split.input_shape) != tuple(input_shape):
             raise InputDataError(
-                f"--eval_dataset={eval_dataset} has feature shape {tuple(eval_split.input_shape)}, "
-                f"--dataset={dataset} has {tuple(input_shape)}")
+                f"eval_dataset={eval_dataset!r} has feature shape {tuple(eval_split.input_shape)}, "
+                f"the training data {dataset!r} has {tuple(input_shape)}",
+                argument="eval_dataset", value=eval_dataset)
         column = {"csv": label_column, "tfrecord": label_key}.get(eval_spec.kind, "y")
         _check_eval_seen(train.class_counts, eval_split, space.names,
                          eval_spec.path or str(eval_spec), column, first_row)

@@ -1,17 +1,19 @@
 """Deterministic, stratified train/held-out splits: exact per-class counts, seeded, disjoint.
 
-Class c with n_c examples puts `floor(n_c * p + u_c)` of them in the held-out split, where
-`p` is the validation split and `u_c` in [0, 1 - p) is a seeded hash of (seed, class name);
-so each class's held-out share is within one example of `p`, and a class's first example
-always trains (a singleton class is never held out).
-
-- In-memory data (npz, synthetic, Fashion-MNIST): per class, the first held-out-count
-  indices of a seeded permutation of that class's indices.
-- Streamed data (CSV, TFRecord): the r-th example (0-based, in file order) of class c is
-  held out iff `floor((r + 1) * p + u_c) > floor(r * p + u_c)`: a systematic sample along
-  each class's occurrence order, decided in the stream with a running per-class counter
-  (`tf.data.Dataset.scan`), so no index list is ever held in memory.
+In-memory data takes a seeded permutation per class; streamed data a systematic sample in the stream.
 """
+
+# The rule: class c with n_c examples puts `floor(n_c * p + u_c)` of them in the held-out split,
+# where `p` is the validation split and `u_c` in [0, 1 - p) is a seeded hash of (seed, class
+# name); so each class's held-out share is within one example of `p`, and a class's first
+# example always trains (a singleton class is never held out).
+#
+# - In-memory data (npz, synthetic, Fashion-MNIST): per class, the first held-out-count
+#   indices of a seeded permutation of that class's indices (`stratified_indices`).
+# - Streamed data (CSV, TFRecord): the r-th example (0-based, in file order) of class c is
+#   held out iff `floor((r + 1) * p + u_c) > floor(r * p + u_c)`: a systematic sample along
+#   each class's occurrence order, decided in the stream with a running per-class counter
+#   (`tf.data.Dataset.scan`, `streamed_split`), so no index list is ever held in memory.
 
 from __future__ import annotations
 
@@ -21,23 +23,19 @@ from typing import Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from .errors import InputDataError
+from trainer.checks import check_number
+
+from .errors import checked
 
 
 def check_validation_split(validation_split: float) -> float:
-    """Returns `validation_split` as a float, or raises if it is not in (0, 1).
+    """Returns `validation_split` as a float, or raises if it is not a number in (0, 1).
 
     Raises:
-      InputDataError: Naming `--validation_split` and the value.
+      DataArgumentError: Naming `validation_split` and the value.
     """
-    try:
-        value = float(validation_split)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 < value < 1.0:
-        raise InputDataError(
-            f"--validation_split must be in (0, 1), got {validation_split!r}")
-    return value
+    return checked(check_number, validation_split, "validation_split", minimum=0, maximum=1,
+                   exclusive_minimum=True, exclusive_maximum=True)
 
 
 def class_offsets(class_names: Sequence[str], seed: int, validation_split: float) -> np.ndarray:

@@ -173,7 +173,7 @@ def resolve_labels(counter: SplitCounter, *, source: str, column: str,
       source: File name(s) for messages.
       column: Label column / key for messages.
       known: The training label space, when this is an eval set.
-      num_classes: `--num_classes`, if given.
+      num_classes: If given, integer labels must lie in [0, num_classes).
       allow_strings: Whether string labels are allowed (CSV) or must be integers.
       where: Maps a 1-based stream row to `describe_location` keyword arguments
         (path, row, line); default: `source` and the row.
@@ -182,7 +182,8 @@ def resolve_labels(counter: SplitCounter, *, source: str, column: str,
       The label space (`known` itself for an eval set).
 
     Raises:
-      InputDataError: At the first row of the first bad label.
+      InputDataError: At the first row of the first bad label (with `argument` "num_classes"
+        when the labels do not fit `num_classes`).
     """
     names = sorted(counter.seen, key=lambda k: counter.first_row[k])
     if where is None:
@@ -210,8 +211,8 @@ def resolve_labels(counter: SplitCounter, *, source: str, column: str,
         space = LabelSpace("string", sorted(names))
         if num_classes is not None and num_classes != space.num_classes:
             raise InputDataError(
-                f"--num_classes={num_classes} but {source!r} has {space.num_classes} string labels "
-                f"in column {column!r}: {space.names}")
+                f"num_classes={num_classes} but {source!r} has {space.num_classes} string labels "
+                f"in column {column!r}: {space.names}", argument="num_classes", value=num_classes)
         return space
     for name in names:
         if int(name) < 0:
@@ -220,7 +221,9 @@ def resolve_labels(counter: SplitCounter, *, source: str, column: str,
     if num_classes is not None:
         for name in names:
             if int(name) >= num_classes:
-                raise fail(f"label out of range [0, {num_classes}) set by --num_classes", name)
+                raise InputDataError(
+                    f"num_classes={num_classes}, but label out of range [0, {num_classes}): "
+                    f"{at(name)}", argument="num_classes", value=num_classes)
         k = num_classes
     return LabelSpace("int", [str(i) for i in range(k)])
 

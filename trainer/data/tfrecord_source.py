@@ -1,7 +1,6 @@
 """The `tfrecord:GLOB` source: tf.train.Example records with a float feature vector and an int64 label.
 
-Files matching the glob (or every file in a directory) are read in sorted order, streamed and
-parsed in batches with `parse_example`; keys are `--feature_key` and `--label_key`.
+Files matching the glob (or in a directory) are streamed in sorted order and parsed in batches.
 """
 
 from __future__ import annotations
@@ -44,15 +43,16 @@ def _check_example(example: tf.train.Example, path: str, record: int, feature_ke
     """Checks one example; returns its feature length.
 
     Raises:
-      InputDataError: Naming file, record, key and what was found.
+      InputDataError: Naming file, record, key and what was found (with `argument`
+        "feature_key" or "label_key" when the record has no such key).
     """
     features = example.features.feature
     keys = sorted(features.keys())
-    for key, flag in ((feature_key, "--feature_key"), (label_key, "--label_key")):
+    for key, argument in ((feature_key, "feature_key"), (label_key, "label_key")):
         if key not in features:
             raise InputDataError(
-                f"missing key {key!r} ({flag}): {describe_location(path, row=record)}; "
-                f"the record has keys {keys}")
+                f"{argument}={key!r} is not a key of {describe_location(path, row=record)}; "
+                f"the record has keys {keys}", argument=argument, value=key)
     f = features[feature_key]
     if _kind(f) != "float_list":
         raise InputDataError(
@@ -131,7 +131,15 @@ def scan(pattern: str, *, feature_key: str, label_key: str, validation_split: Op
          cache_dir: Optional[str] = None) -> Tuple[StreamSummary, List[str]]:
     """One streaming pass over every file: validates records, counts classes, split and moments.
 
-    Args: as `csv_source.scan`, with the glob `pattern` and the example keys.
+    Args:
+      pattern: A glob, or a directory (every file in it).
+      feature_key: The key of the float feature vector.
+      label_key: The key of the int64 label.
+      validation_split: Held-out fraction, or None to keep every record for training.
+      seed: Split seed.
+      known: The training label space (for an eval set).
+      num_classes: If given, labels must lie in [0, num_classes).
+      cache_dir: Where to cache the summary as JSON (keyed by files, mtimes and sizes).
 
     Returns:
       (summary, files).

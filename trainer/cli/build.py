@@ -1,0 +1,283 @@
+"""Turns a checked `RunConfig` into the run's objects: strategy, data, loss, rule, callbacks, the Trainer.
+
+The one module of `trainer.cli` that calls the library's constructors; their argument errors name flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from callbacks.recall_early_stopping import RecallEarlyStopping
+from callbacks.recall_reduce_lr import RecallReduceLROnPlateau
+from callbacks.recall_target import RecallTarget
+from callbacks.tensorboard_extras import TensorBoardExtras
+from losses import registry, warn_if_prior_counted_twice
+from losses.rules import ReweightingRule
+from trainer import data as data_lib
+from trainer import decisions
+from trainer.cli.config import LossConfig, RecallConfig, RunConfig
+from trainer.cli.errors import flags_named
+from trainer.determinism import enable_determinism, seed_everything
+from trainer.distribute import (
+    check_model_dir_writable,
+    is_chief,
+    make_strategy,
+    split_cpu_into_logical_devices,
+)
+from trainer.models import build_model
+from trainer.progress import ProgressLogger
+from trainer.trainer import Trainer
+
+# The config fields recorded in TensorBoard's hparams table.
+HPARAM_NAMES = ("dataset", "model", "epochs", "batch_size", "learning_rate", "loss", "reweighting",
+                "target_class", "target_recall", "recall_target_mode", "recall_target_adjust",
+                "recall_target_step_size", "monitor", "early_stopping_patience", "stop_at_recall",
+                "reduce_lr_patience", "reduce_lr_factor", "imbalance_ratio", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """The batched datasets of a run, and who reads which (each disjoint from training by construction).
+
+    The recall-target controller and the operating-point calibration learn
+    from `bundle.validation`, the data layer's fixed stratified split of the
+    training data (for `fashion_mnist_lt` a split of the long-tailed training
+    pool, not the balanced test set). With `--eval_dataset` the data layer
+    holds that split out of `--dataset` anyway (`RunConfig.needs_held_out_split`),
+    so the evaluation data never steers training. With any recall feature on
+    (controller, calibration, early stopping, LR reduction) the per-epoch
+    validation data of `fit` is that held-out split: `fit` evaluates it once
+    per epoch and every callback (controller, recall callbacks, TensorBoard
+    extras) reads that one result. Without them it is the evaluation data.
+    The final metrics are always on `bundle.eval`.
+
+    Attributes:
+      train: Shuffled training batches.
+      eval: The evaluation data of the final report.
+      held_out: The held-out split of the training data (controller,
+        calibration), or None.
+      validation: What `fit` evaluates once per epoch: `held_out` when a
+        recall feature is on, else `eval`.
+    """
+
+    train: tf.data.Dataset
+    eval: tf.data.Dataset
+    held_out: Optional[tf.data.Dataset]
+    validation: tf.data.Dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Everything `build` made for one training run."""
+
+    config: RunConfig
+    bundle: Any
+    data: RunData
+    loss: keras.losses.Loss
+    rule: Optional[ReweightingRule]
+    callbacks: Sequence[keras.callbacks.Callback]
+    trainer: Trainer
+    chief: bool
+
+
+class ResumedLearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate when training begins, after the checkpoint restored its own.
+
+    For a resume whose `--learning_rate` change was allowed: the checkpoint
+    holds the optimizer's learning rate, which would otherwise win.
+    """
+
+    def __init__(self, learning_rate: float):
+        super().__init__()
+        self.learning_rate = float(learning_rate)
+
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
+        self.model.optimizer.learning_rate.assign(self.learning_rate)
+
+
+# ------------------------------------------------------------------ before the data
+
+
+def start_runtime(config: RunConfig) -> tf.distribute.Strategy:
+    """Devices, the strategy, a writable run directory and, with `--deterministic`, op determinism.
+
+    Call it first: the CPU split must happen before TensorFlow initialises its devices.
+
+    Raises:
+      ArgumentError, TFConfigError, ModelDirError: naming the flag or `TF_CONFIG`.
+    """
+    split_cpu_into_logical_devices(config.distribution.num_cpu_devices)
+    with flags_named(name="strategy"):
+        strategy = make_strategy(config.distribution.strategy, tpu=config.distribution.tpu)
+    check_model_dir_writable(config.output.model_dir)
+    if config.training.deterministic:
+        enable_determinism(config.training.seed)
+    return strategy
+
+
+def chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files (metrics, export, fingerprint)."""
+    return is_chief(strategy)
+
+
+def load_bundle(config: RunConfig) -> Any:
+    """Loads and validates the data the config names (`trainer.data.load_data`).
+
+    Raises:
+      InputDataError: naming the flag, file, row, column and value.
+    """
+    data = config.data
+    return data_lib.load_data(
+        data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
+        label_column=data.label_column, feature_key=data.feature_key, label_key=data.label_key,
+        imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.training.seed,
+        num_classes=data.num_classes, cache_dir=config.output.model_dir,
+        hold_out_validation=config.needs_held_out_split)
+
+
+# ------------------------------------------------------------------ the parts
+
+
+def make_datasets(config: RunConfig, bundle: Any) -> RunData:
+    """The run's batched datasets (see `RunData`)."""
+    batch_size, seed = config.training.batch_size, config.training.seed
+    eval_data = bundle.eval.dataset(batch_size, shuffle=False, seed=seed)
+    split = bundle.validation
+    if split is None:
+        held_out = None
+    elif split is bundle.eval:
+        held_out = eval_data
+    else:
+        held_out = split.dataset(batch_size, shuffle=False, seed=seed)
+    validation = held_out if config.needs_held_out_split and held_out is not None else eval_data
+    return RunData(train=bundle.train.dataset(batch_size, shuffle=True, seed=seed), eval=eval_data,
+                   held_out=held_out, validation=validation)
+
+
+def make_loss(loss: LossConfig, class_counts: Any) -> keras.losses.Loss:
+    """The per-example loss `--loss` names, with its parameters."""
+    with flags_named(name="loss"):
+        return registry.make_loss(loss.loss, class_counts=class_counts, gamma=loss.gamma, tau=loss.tau,
+                                  scale=loss.ldam_scale)
+
+
+def make_recall_target(recall: RecallConfig, class_counts: Any,
+                       loss: Optional[keras.losses.Loss] = None) -> RecallTarget:
+    """The `--reweighting=recall_target` rule.
+
+    Its base weights are inverse class frequencies, or uniform when `loss`
+    already corrects for the prior (`--loss=logit_adjusted` or
+    `balanced_softmax`): then the rule is the weighted logit-adjusted loss
+    (margins from the prior, weights from the controller) and the prior is
+    not counted twice. `--recall_target_adjust` says whether the controller's
+    weights scale the gradient or shift the loss's logits.
+
+    Args:
+      recall: The recall settings (`RecallConfig`, or anything with its
+        `recall_target_*`, `target_class` and `target_recall` attributes).
+      class_counts: Training examples per class.
+      loss: The run's loss.
+    """
+    controller = dict(class_counts=class_counts, loss=loss, adjust=recall.recall_target_adjust,
+                      step_size=recall.recall_target_step_size)
+    with flags_named(step_size="recall_target_step_size"):
+        if recall.recall_target_mode == "worst_class":
+            return RecallTarget(mode="worst_class", **controller)
+        return RecallTarget(target_class=recall.target_class, target_recall=recall.target_recall,
+                            **controller)
+
+
+def make_rule(config: RunConfig, class_counts: Any, num_classes: int,
+              loss: keras.losses.Loss) -> Optional[ReweightingRule]:
+    """The (unbuilt) reweighting rule `--reweighting` names; None for `none`."""
+    if config.uses_controller:
+        return make_recall_target(config.recall, class_counts, loss)
+    rule = config.loss
+    with flags_named(name="reweighting"):
+        return registry.make_rule(
+            rule.reweighting, num_classes=num_classes, class_counts=class_counts,
+            class_weights=rule.class_weights, beta=rule.beta, target_class=config.recall.target_class,
+            target_weight=rule.target_weight, drw_start_epoch=rule.drw_start_epoch,
+            drw_rule=rule.drw_rule)
+
+
+def hparams(config: RunConfig) -> Dict[str, Any]:
+    """The config fields of `HPARAM_NAMES`, for TensorBoard's hparams table."""
+    values = config.values()
+    return {name: values[name] for name in HPARAM_NAMES}
+
+
+def make_callbacks(config: RunConfig, bundle: Any, rule: Optional[ReweightingRule], *,
+                   chief: bool) -> List[keras.callbacks.Callback]:
+    """The recall callbacks and TensorBoard extras; each reads `fit`'s one evaluation per epoch."""
+    recall = config.recall
+    callbacks: List[keras.callbacks.Callback] = []
+    if isinstance(rule, RecallTarget):
+        callbacks.append(rule.controller())
+    if recall.stops_early:
+        with flags_named(patience="early_stopping_patience"):
+            callbacks.append(RecallEarlyStopping(monitor=recall.monitor_key,
+                                                 patience=recall.early_stopping_patience,
+                                                 stop_at=recall.stop_at_recall, verbose=1))
+    if recall.reduces_lr:
+        with flags_named(patience="reduce_lr_patience"):
+            callbacks.append(RecallReduceLROnPlateau(monitor=recall.monitor_key,
+                                                     patience=recall.reduce_lr_patience,
+                                                     factor=recall.reduce_lr_factor, verbose=1))
+    if config.output.model_dir:
+        callbacks.append(TensorBoardExtras(config.output.model_dir, class_names=bundle.class_names,
+                                           hparams=hparams(config), enabled=chief))
+    return callbacks
+
+
+def make_trainer(config: RunConfig, bundle: Any, *, loss: keras.losses.Loss,
+                 rule: Optional[ReweightingRule], callbacks: Sequence[keras.callbacks.Callback],
+                 strategy: tf.distribute.Strategy) -> Trainer:
+    """Seeds (`--seed`), then builds the Trainer with the saved operating point of `--model_dir`."""
+    training, output = config.training, config.output
+    num_classes = config.data.num_classes
+
+    def model_factory() -> keras.Model:
+        return build_model(config.model.model, bundle.train.input_shape, num_classes,
+                           feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance)
+
+    steps_per_epoch = math.ceil(bundle.train.num_examples / training.batch_size) or None
+    progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity)
+    seed_everything(training.seed)
+    trainer = Trainer(
+        model=model_factory, optimizer=lambda: keras.optimizers.Adam(training.learning_rate),
+        loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
+        steps_per_loop=training.steps_per_loop, model_dir=output.model_dir,
+        callbacks=[progress, *callbacks], skip_nonfinite_steps=training.skip_nonfinite_steps)
+    trainer.operating_point = decisions.load(output.model_dir)
+    return trainer
+
+
+def build(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, *,
+          changed: Sequence[str] = ()) -> Run:
+    """Builds every object of a training run from a config checked against its data.
+
+    Args:
+      config: The config, after `RunConfig.with_data(...)` (classes and model resolved).
+      bundle: The loaded data (`trainer.data.DataBundle`).
+      strategy: From `start_runtime`.
+      changed: The names whose change a resume allowed; the new `learning_rate`
+        then replaces the one the checkpoint restores.
+    """
+    class_counts = bundle.train.class_counts
+    loss = make_loss(config.loss, class_counts)
+    rule = make_rule(config, class_counts, config.data.num_classes, loss)
+    warn_if_prior_counted_twice(loss, rule)
+    is_chief_process = chief(strategy)
+    callbacks = make_callbacks(config, bundle, rule, chief=is_chief_process)
+    if "learning_rate" in changed:
+        callbacks.insert(0, ResumedLearningRate(config.training.learning_rate))
+    trainer = make_trainer(config, bundle, loss=loss, rule=rule, callbacks=callbacks,
+                           strategy=strategy)
+    return Run(config=config, bundle=bundle, data=make_datasets(config, bundle), loss=loss, rule=rule,
+               callbacks=callbacks, trainer=trainer, chief=is_chief_process)

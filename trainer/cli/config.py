@@ -1,0 +1,414 @@
+"""The run's configuration: frozen dataclasses read from the flags, with every cross-flag check done once.
+
+`from_flags` reads and checks the flags; `RunConfig.with_data` checks them against the loaded data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from absl import flags
+
+from trainer.checks import (
+    check_class_index,
+    check_integer,
+    check_number,
+    check_positive,
+    check_positive_integer,
+)
+from trainer.cli import flag_groups
+from trainer.cli.errors import UsageError
+from trainer.cli.fingerprint import DATA_NAMES
+from trainer.models import pick_model_name
+
+FLAGS = flags.FLAGS
+
+RECALL_TARGET_MODES = ("target_class", "worst_class")
+
+# Config fields a resumed run may change freely: they extend the run (epochs), say where it runs or
+# what happens on a fault, or only observe it. Every other field is compared with the saved run's.
+UNCOMPARED = ("epochs", "skip_nonfinite_steps", "strategy", "num_cpu_devices", "tpu", "model_dir",
+              "export_dir", "allow_config_change", "verbosity")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data the run reads and how (the flags of `trainer.cli.flag_groups.data`)."""
+
+    dataset: str
+    eval_dataset: Optional[str]
+    validation_split: float
+    label_column: str
+    feature_key: str
+    label_key: str
+    imbalance_ratio: float
+    data_dir: Optional[str]
+    num_classes: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The architecture (`trainer.cli.flag_groups.model`); None until `RunConfig.with_data` picks one."""
+
+    model: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The per-example loss and the reweighting rule (`trainer.cli.flag_groups.loss`)."""
+
+    loss: str
+    reweighting: str
+    class_weights: Optional[Tuple[float, ...]]
+    target_weight: float
+    beta: float
+    gamma: float
+    tau: float
+    ldam_scale: float
+    drw_start_epoch: int
+    drw_rule: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RecallConfig:
+    """Recall targets, recall callbacks and calibration (`trainer.cli.flag_groups.recall`).
+
+    `calibrate` is resolved: its default (on with a target recall, or with the
+    worst-class controller) is already applied.
+    """
+
+    target_class: Optional[int]
+    target_recall: Optional[float]
+    recall_target_mode: str
+    recall_target_adjust: Optional[str]
+    recall_target_step_size: Optional[float]
+    monitor: Optional[str]
+    early_stopping_patience: Optional[int]
+    stop_at_recall: Optional[float]
+    reduce_lr_patience: Optional[int]
+    reduce_lr_factor: float
+    calibrate: bool
+    max_balanced_accuracy_drop: float
+
+    @property
+    def monitor_key(self) -> str:
+        """The `val_` log key the recall callbacks follow (default: the target's recall, else the worst)."""
+        if self.monitor is None:
+            return f"val_recall/{self.target_class}" if self.target_class is not None else "val_min_recall"
+        return "val_" + self.monitor
+
+    @property
+    def calibration_kind(self) -> Optional[str]:
+        """The operating point calibration chooses: `'target_recall'`, `'worst_class'` or None.
+
+        With `target_class` and `target_recall`: the rule that reaches the target
+        recall with the best precision; else, with `recall_target_mode=worst_class`,
+        per-class logit offsets that raise the smallest recall.
+        """
+        if self.target_recall is not None and self.target_class is not None:
+            return "target_recall"
+        if self.recall_target_mode == "worst_class":
+            return "worst_class"
+        return None
+
+    @property
+    def stops_early(self) -> bool:
+        """Whether `RecallEarlyStopping` is on."""
+        return self.early_stopping_patience is not None or self.stop_at_recall is not None
+
+    @property
+    def reduces_lr(self) -> bool:
+        """Whether `RecallReduceLROnPlateau` is on."""
+        return self.reduce_lr_patience is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Epochs, batches, optimiser and seeds (`trainer.cli.flag_groups.training`)."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    steps_per_loop: int
+    seed: int
+    deterministic: bool
+    skip_nonfinite_steps: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionConfig:
+    """The strategy and its devices (`trainer.cli.flag_groups.distribution`)."""
+
+    strategy: str
+    num_cpu_devices: int
+    tpu: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    """Where the run writes, what a resume may change, how much it logs (`flag_groups.outputs`).
+
+    Attributes:
+      verbosity: Of the progress line and info logs: 1 unless `--verbosity` is
+        given (absl sets it to 0 when absent, so absent and `--verbosity=0`
+        look alike by value; given, 0 or lower silences them).
+    """
+
+    model_dir: str
+    export_dir: Optional[str]
+    allow_config_change: Tuple[str, ...]
+    verbosity: int
+
+    @property
+    def resolved_export_dir(self) -> Optional[str]:
+        """The export directory (default `<model_dir>/export`), None for `--export_dir=none`."""
+        export_dir = self.export_dir or os.path.join(self.model_dir, "export")
+        return None if export_dir.lower() == "none" else export_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything `python -m trainer.main` was asked to do, checked; one group per flag topic."""
+
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    recall: RecallConfig
+    training: TrainingConfig
+    distribution: DistributionConfig
+    output: OutputConfig
+
+    def values(self) -> Dict[str, Any]:
+        """Every field by its name (which is its flag's name), over all groups."""
+        merged: Dict[str, Any] = {}
+        for group in dataclasses.fields(self):
+            merged.update(dataclasses.asdict(getattr(self, group.name)))
+        return merged
+
+    def compared_values(self) -> Dict[str, Any]:
+        """The fields a resumed run must keep (all but `UNCOMPARED`), for the run fingerprint."""
+        return {name: value for name, value in self.values().items() if name not in UNCOMPARED}
+
+    @property
+    def uses_controller(self) -> bool:
+        """Whether `--reweighting=recall_target` (the rule and its controller callback) is on."""
+        return self.loss.reweighting == "recall_target"
+
+    @property
+    def needs_held_out_split(self) -> bool:
+        """Whether anything learns from the held-out split: controller, calibration, recall callbacks.
+
+        Then the held-out split is also the per-epoch validation data, so every
+        callback reads the one evaluation `fit` makes per epoch.
+        """
+        recall = self.recall
+        return self.uses_controller or recall.calibrate or recall.stops_early or recall.reduces_lr
+
+    def with_data(self, num_classes: int, input_shape: Tuple[int, ...],
+                  has_held_out_split: bool) -> "RunConfig":
+        """Checks the flags against the loaded data; returns the config with data defaults resolved.
+
+        `num_classes` and `model` take the data's values when not given.
+
+        Args:
+          num_classes: Number of classes of the loaded data.
+          input_shape: Per-example feature shape.
+          has_held_out_split: Whether the data has a held-out split of the training data.
+
+        Raises:
+          UsageError: naming the flag that does not fit the data.
+        """
+        target_class = self.recall.target_class
+        if target_class is not None and not 0 <= target_class < num_classes:
+            raise UsageError(f"--target_class={target_class} does not exist: the data has "
+                             f"{num_classes} classes (0..{num_classes - 1}).")
+        weights = self.loss.class_weights
+        if weights is not None and len(weights) != num_classes:
+            raise UsageError(f"--class_weights has {len(weights)} values but there are {num_classes} "
+                             f"classes: give one weight per class.")
+        if self.needs_held_out_split and not has_held_out_split:
+            raise UsageError(
+                "--reweighting=recall_target, --calibrate and the recall-driven callbacks need a "
+                "held-out split of the training data, and with --eval_dataset there is none (the "
+                "evaluation data must not steer training). Drop --eval_dataset to hold out "
+                "--validation_split of --dataset.")
+        return dataclasses.replace(
+            self, data=dataclasses.replace(self.data, num_classes=num_classes),
+            model=ModelConfig(self.model.model or pick_model_name(input_shape)))
+
+
+# ------------------------------------------------------------------ reading the flags
+
+
+def progress_verbosity(flag_values: flags.FlagValues = FLAGS) -> int:
+    """`--verbosity` when given on the command line, else 1 (see `OutputConfig.verbosity`)."""
+    return flag_values.verbosity if flag_values["verbosity"].present else 1
+
+
+def project_flag_values(flag_values: flags.FlagValues = FLAGS) -> Dict[str, Any]:
+    """Every project flag (of `trainer.cli.flag_groups`) with its value, as metrics.json keeps them."""
+    return {flag.name: flag.value for group in flag_groups.GROUPS
+            for flag in flag_values.get_flags_for_module(group.__name__)}
+
+
+def _class_weights(values: Optional[list]) -> Optional[Tuple[float, ...]]:
+    if values is None:
+        return None
+    try:
+        return tuple(float(value) for value in values)
+    except ValueError as error:
+        raise UsageError(f"--class_weights must be comma-separated numbers, got "
+                         f"{','.join(values)!r}.") from error
+
+
+def _default_calibrate(reweighting: str, recall_target_mode: str, target_class: Optional[int],
+                       target_recall: Optional[float]) -> bool:
+    """On when a target recall is given, or when the recall-target controller raises the worst class."""
+    return (target_recall is not None and target_class is not None) or (
+        reweighting == "recall_target" and recall_target_mode == "worst_class")
+
+
+def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
+    """Reads the parsed flags into a `RunConfig` and checks them, alone and together.
+
+    Raises:
+      UsageError: naming the flags that do not fit together.
+      ArgumentError: naming the flag and the value out of range.
+    """
+    f = flag_values
+    calibrate = f.calibrate
+    if calibrate is None:
+        calibrate = _default_calibrate(f.reweighting, f.recall_target_mode, f.target_class,
+                                       f.target_recall)
+    config = RunConfig(
+        data=DataConfig(
+            dataset=f.dataset, eval_dataset=f.eval_dataset, validation_split=f.validation_split,
+            label_column=f.label_column, feature_key=f.feature_key, label_key=f.label_key,
+            imbalance_ratio=f.imbalance_ratio, data_dir=f.data_dir, num_classes=f.num_classes),
+        model=ModelConfig(model=f.model),
+        loss=LossConfig(
+            loss=f.loss, reweighting=f.reweighting, class_weights=_class_weights(f.class_weights),
+            target_weight=f.target_weight, beta=f.beta, gamma=f.gamma, tau=f.tau,
+            ldam_scale=f.ldam_scale, drw_start_epoch=f.drw_start_epoch, drw_rule=f.drw_rule),
+        recall=RecallConfig(
+            target_class=f.target_class, target_recall=f.target_recall,
+            recall_target_mode=f.recall_target_mode, recall_target_adjust=f.recall_target_adjust,
+            recall_target_step_size=f.recall_target_step_size, monitor=f.monitor,
+            early_stopping_patience=f.early_stopping_patience, stop_at_recall=f.stop_at_recall,
+            reduce_lr_patience=f.reduce_lr_patience, reduce_lr_factor=f.reduce_lr_factor,
+            calibrate=bool(calibrate), max_balanced_accuracy_drop=f.max_balanced_accuracy_drop),
+        training=TrainingConfig(
+            epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
+            steps_per_loop=f.steps_per_loop, seed=f.seed, deterministic=f.deterministic,
+            skip_nonfinite_steps=f.skip_nonfinite_steps),
+        distribution=DistributionConfig(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices,
+                                        tpu=f.tpu),
+        output=OutputConfig(model_dir=f.model_dir, export_dir=f.export_dir,
+                            allow_config_change=tuple(f.allow_config_change or ()),
+                            verbosity=progress_verbosity(f)))
+    check(config, explicit_calibrate=f.calibrate)
+    return config
+
+
+# ------------------------------------------------------------------ the checks
+
+
+def check(config: RunConfig, *, explicit_calibrate: Optional[bool] = None) -> None:
+    """Every check of the flags that needs no data, in the order a user fixes them.
+
+    Args:
+      config: The config to check.
+      explicit_calibrate: `--calibrate` as given (None: not given), since a
+        calibration asked for explicitly must have something to calibrate.
+
+    Raises:
+      UsageError: naming the flags that do not fit together.
+      ArgumentError: naming the flag and the value out of range.
+    """
+    _check_loss(config.loss, config.recall)
+    _check_recall(config, explicit_calibrate)
+    _check_training(config.training)
+    _check_distribution(config.distribution)
+    _check_allowed_changes(config)
+
+
+def _check_loss(loss: LossConfig, recall: RecallConfig) -> None:
+    uses_eqlv2 = loss.reweighting == "eqlv2" or (loss.reweighting == "drw" and loss.drw_rule == "eqlv2")
+    if uses_eqlv2 and loss.loss != "sigmoid_focal":
+        raise UsageError(
+            f"EQL v2 (--reweighting={loss.reweighting}) needs a sigmoid (one-vs-all) loss: use "
+            f"--loss=sigmoid_focal (--gamma=0 for plain sigmoid cross-entropy), not "
+            f"--loss={loss.loss}. With a softmax loss it suppresses the head classes' negative "
+            f"gradients and training collapses.")
+    manual = loss.reweighting == "manual" or (loss.reweighting == "drw" and loss.drw_rule == "manual")
+    if manual and not loss.class_weights:
+        raise UsageError(f"--reweighting={loss.reweighting} needs --class_weights (one weight per "
+                         f"class).")
+    if loss.class_weights and not manual:
+        raise UsageError(f"--class_weights is only used with --reweighting=manual "
+                         f"(got --reweighting={loss.reweighting}).")
+    target_rule = loss.reweighting == "target_class" or (
+        loss.reweighting == "drw" and loss.drw_rule == "target_class")
+    if target_rule and recall.target_class is None:
+        raise UsageError(f"--reweighting={loss.reweighting} needs --target_class.")
+
+
+def _check_recall(config: RunConfig, explicit_calibrate: Optional[bool]) -> None:
+    recall = config.recall
+    if config.uses_controller and recall.recall_target_mode == "target_class" and (
+            recall.target_class is None or recall.target_recall is None):
+        raise UsageError("--reweighting=recall_target with --recall_target_mode=target_class "
+                         "needs --target_class and --target_recall.")
+    if recall.target_class is not None:
+        check_class_index(recall.target_class, "--target_class")
+    if recall.target_recall is not None:
+        check_number(recall.target_recall, "--target_recall", minimum=0.0, maximum=1.0,
+                     exclusive_minimum=True)
+    if explicit_calibrate and recall.calibration_kind is None:
+        raise UsageError("--calibrate needs --target_class and --target_recall (the recall to "
+                         "reach), or --recall_target_mode=worst_class (raise the smallest recall).")
+    if recall.recall_target_step_size is not None:
+        check_positive(recall.recall_target_step_size, "--recall_target_step_size")
+    check_number(recall.max_balanced_accuracy_drop, "--max_balanced_accuracy_drop", minimum=0.0,
+                 maximum=1.0)
+    for name in ("early_stopping_patience", "reduce_lr_patience"):
+        value = getattr(recall, name)
+        if value is not None:
+            check_integer(value, f"--{name}", minimum=0)
+    if recall.stop_at_recall is not None:
+        check_number(recall.stop_at_recall, "--stop_at_recall")
+    check_number(recall.reduce_lr_factor, "--reduce_lr_factor", minimum=0.0, maximum=1.0,
+                 exclusive_minimum=True, exclusive_maximum=True)
+    if recall.monitor is not None and recall.monitor.startswith("val_"):
+        raise UsageError(f"--monitor names a metric without the val_ prefix (e.g. recall/3, "
+                         f"min_recall, balanced_accuracy), got {recall.monitor!r}.")
+
+
+def _check_training(training: TrainingConfig) -> None:
+    for name in ("epochs", "batch_size", "steps_per_loop"):
+        check_positive_integer(getattr(training, name), f"--{name}")
+    check_positive(training.learning_rate, "--learning_rate")
+    check_integer(training.seed, "--seed", minimum=0, maximum=2**32 - 1)
+
+
+def _check_distribution(distribution: DistributionConfig) -> None:
+    check_positive_integer(distribution.num_cpu_devices, "--num_cpu_devices")
+    if distribution.tpu is not None and distribution.strategy != "tpu":
+        raise UsageError(f"--tpu={distribution.tpu} is only used with --strategy=tpu (got "
+                         f"--strategy={distribution.strategy}).")
+
+
+def allowed_change_names(config: RunConfig) -> Tuple[str, ...]:
+    """The names `--allow_config_change` accepts: compared config fields and data facts."""
+    return tuple(sorted(config.compared_values())) + DATA_NAMES
+
+
+def _check_allowed_changes(config: RunConfig) -> None:
+    valid = allowed_change_names(config)
+    unknown = [name for name in config.output.allow_config_change if name not in valid]
+    if unknown:
+        raise UsageError(f"--allow_config_change={','.join(config.output.allow_config_change)}: "
+                         f"{', '.join(map(repr, unknown))} is not something a resumed run compares; "
+                         f"choose from {', '.join(valid)}.")

@@ -1,0 +1,129 @@
+"""The evaluation command (`python -m trainer.evaluate`): an exported model on labelled data, as a report.
+
+Data flags not given default to those the model was trained with (`metrics.json`); writes evaluation.json/.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from types import ModuleType
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+from absl import flags
+
+from trainer import data as data_lib
+from trainer.cli import app, flag_groups, report
+from trainer.cli.config import DataConfig
+from trainer.cli.errors import UsageError
+from trainer.cli.flag_groups import evaluation as evaluation_flags
+from trainer.export import load_serving_function
+from trainer.json_files import read_json, write_json_atomically
+from trainer.metrics import count_confusion_matrix, format_per_class_table, per_class_metrics
+
+FLAGS = flags.FLAGS
+# The flag groups `--help` shows for this command.
+FLAG_GROUPS: Tuple[ModuleType, ...] = (flag_groups.data, flag_groups.outputs, evaluation_flags)
+BATCH_SIZE = 1024
+USAGE = """Evaluate an exported model on labelled data and write a report.
+
+USAGE: python -m trainer.evaluate --model_dir=runs/x [--eval_dataset=csv:test.csv] [flags]
+
+Prints the per-class table and confusion matrix and writes evaluation.json and evaluation.md (to
+--report_dir, default --model_dir). Data flags not given default to those the model was trained with.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """What `python -m trainer.evaluate` was asked to do.
+
+    Attributes:
+      data: The data settings (as trained, unless given on the command line).
+      seed: The training seed (it fixes the held-out split).
+      model_dir: The training run's directory.
+      export_dir: The exported model to evaluate.
+      report_dir: Where the report goes.
+    """
+
+    data: DataConfig
+    seed: int
+    model_dir: str
+    export_dir: str
+    report_dir: str
+
+
+def _trained_flags(model_dir: str) -> Dict[str, Any]:
+    path = os.path.join(model_dir, "metrics.json")
+    return read_json(path).get("flags", {}) if os.path.isfile(path) else {}
+
+
+def from_flags(flag_values: flags.FlagValues = FLAGS) -> EvaluateConfig:
+    """The evaluation config: each data flag as given, else as trained (`metrics.json`), else its default."""
+    model_dir = flag_values.model_dir
+    trained = _trained_flags(model_dir)
+
+    def setting(name: str) -> Any:
+        given = flag_values[name].present or name not in trained
+        return flag_values[name].value if given else trained[name]
+
+    data = DataConfig(**{field.name: setting(field.name) for field in dataclasses.fields(DataConfig)})
+    return EvaluateConfig(data=data, seed=setting("seed"), model_dir=model_dir,
+                          export_dir=flag_values.export_dir or os.path.join(model_dir, "export"),
+                          report_dir=flag_values.report_dir or model_dir)
+
+
+def _confusion_matrix(serve: Any, dataset: Any, num_classes: int) -> np.ndarray:
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for features, labels in dataset:
+        predicted = serve(features=features)["class_id"].numpy()
+        matrix += count_confusion_matrix(labels.numpy(), predicted, num_classes)
+    return matrix
+
+
+def run(config: EvaluateConfig) -> Dict[str, Any]:
+    """Evaluates the exported model as `config` says; returns the report."""
+    serve, metadata = load_serving_function(config.export_dir)
+    class_names = list(metadata["class_names"])
+    data = config.data
+    bundle = data_lib.load_data(
+        data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
+        label_column=data.label_column, feature_key=data.feature_key, label_key=data.label_key,
+        imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.seed,
+        num_classes=len(class_names), cache_dir=config.model_dir)
+    if list(bundle.class_names) != class_names:
+        raise UsageError(f"The evaluation data's classes {bundle.class_names} differ from the "
+                         f"model's {class_names}.")
+    matrix = _confusion_matrix(serve, bundle.eval.dataset(BATCH_SIZE, shuffle=False, seed=0),
+                               len(class_names))
+    metrics = per_class_metrics(matrix)
+    operating_point = metadata.get("operating_point")
+    evaluation: Dict[str, Any] = {key: metrics[key] for key in report.METRIC_KEYS
+                                  if key != "confusion_matrix"}
+    evaluation.update(confusion_matrix=matrix, class_names=class_names, operating_point=operating_point,
+                      export_dir=config.export_dir, data=bundle.description)
+    write_json_atomically(os.path.join(config.report_dir, "evaluation.json"), evaluation)
+    _write_markdown(config, {**metrics, "confusion_matrix": matrix}, class_names, operating_point)
+    print(format_per_class_table(metrics, class_names))
+    print("confusion matrix (rows: true, columns: predicted):")
+    print(matrix)
+    print(f"Wrote {os.path.join(config.report_dir, 'evaluation.json')} and evaluation.md")
+    return evaluation
+
+
+def _write_markdown(config: EvaluateConfig, metrics: Mapping[str, Any], class_names: list,
+                    operating_point: Any) -> None:
+    os.makedirs(config.report_dir, exist_ok=True)
+    with open(os.path.join(config.report_dir, "evaluation.md"), "w") as stream:
+        stream.write(report.markdown_report(metrics, class_names, source=config.export_dir,
+                                            operating_point=operating_point))
+
+
+def main(argv: Any = None) -> Dict[str, Any]:
+    """Reads the parsed flags into a config and runs (the command `trainer.cli.app` calls)."""
+    del argv  # positional arguments are refused by the flag parser
+    return run(from_flags())
+
+
+COMMAND = app.Command(main=main, groups=FLAG_GROUPS, usage=USAGE)

@@ -1,0 +1,52 @@
+"""Flags of recall targets and decisions: the controller, recall callbacks, the calibrated operating point.
+
+Each flag is a field of `trainer.cli.config.RecallConfig`; `trainer.cli.build` says which data each part sees.
+"""
+
+from absl import flags
+
+TITLE = "Recall targets and decisions"
+
+flags.DEFINE_integer("target_class", None,
+                     "Class whose recall matters (--reweighting=target_class, recall targets).")
+flags.DEFINE_float("target_recall", None,
+                   "Recall --target_class must reach: drives --reweighting=recall_target and the "
+                   "calibrated operating point.")
+flags.DEFINE_enum("recall_target_mode", "target_class", ["target_class", "worst_class"],
+                  "--reweighting=recall_target: move class weights until --target_class reaches "
+                  "--target_recall, or raise the worst class's recall. With worst_class and no "
+                  "target, --calibrate chooses per-class logit offsets that raise the smallest "
+                  "held-out recall (with any loss or rule).")
+flags.DEFINE_enum("recall_target_adjust", None, ["weights", "margins"],
+                  "--reweighting=recall_target: scale each example's gradient by its class "
+                  "weight w, or shift the logits inside the training loss by -log w (margins: "
+                  "keep moving the decision boundary once the model fits its training data). "
+                  "Default: weights for --recall_target_mode=target_class, margins for "
+                  "worst_class.")
+flags.DEFINE_float("recall_target_step_size", None,
+                   "--reweighting=recall_target: the controller's exponentiated-gradient step "
+                   "(> 0). Default: 1 with weights, 0.5 with margins.")
+flags.DEFINE_string("monitor", None,
+                    "Metric the recall callbacks follow, without the val_ prefix: recall/<k>, "
+                    "min_recall, balanced_accuracy, macro_f1... Default: recall/<target_class>, "
+                    "else min_recall. With a recall feature on, per-epoch validation uses the "
+                    "held-out split of the training data.")
+flags.DEFINE_integer("early_stopping_patience", None,
+                     "Stop after this many evaluations without improvement of --monitor and "
+                     "restore the best weights (off by default).")
+flags.DEFINE_float("stop_at_recall", None, "Stop as soon as --monitor reaches this value.")
+flags.DEFINE_integer("reduce_lr_patience", None,
+                     "Multiply the learning rate by --reduce_lr_factor after this many "
+                     "evaluations without improvement of --monitor (off by default).")
+flags.DEFINE_float("reduce_lr_factor", 0.5, "Learning-rate factor of --reduce_lr_patience.")
+flags.DEFINE_bool("calibrate", None,
+                  "After training, choose on the held-out split the logit offset or threshold "
+                  "that reaches --target_recall (at 90% one-sided confidence) with the best "
+                  "precision (or, with --recall_target_mode=worst_class and no target, the "
+                  "per-class logit offsets that raise the smallest recall); save it as "
+                  "operating_point.json, apply it in predict and the export (on by default when "
+                  "--target_recall is given or --reweighting=recall_target raises the worst "
+                  "class).")
+flags.DEFINE_float("max_balanced_accuracy_drop", 0.0,
+                   "Worst-class calibration: the most held-out balanced accuracy the per-class "
+                   "offsets may give up to raise the smallest recall (0: none; 1: no bound).")

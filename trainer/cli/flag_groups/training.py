@@ -1,0 +1,23 @@
+"""Flags of training: epochs, batches, the optimiser, seeds, what happens on a non-finite step.
+
+Each flag is a field of `trainer.cli.config.TrainingConfig`.
+"""
+
+from absl import flags
+
+TITLE = "Training"
+
+flags.DEFINE_integer("epochs", 10,
+                     "Total number of epochs (a resumed run trains the remaining ones; a larger "
+                     "value continues a finished run).")
+flags.DEFINE_integer("batch_size", 256, "Global batch size (split across replicas).")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("steps_per_loop", 100, "Training steps per compiled call.")
+flags.DEFINE_integer("seed", 0, "Seed of data shuffling and weight initialisation.")
+flags.DEFINE_bool("deterministic", False,
+                  "Seed everything with --seed and turn on TensorFlow's op determinism: the same "
+                  "command gives the same weights, and a run resumed after a crash finishes like "
+                  "an uninterrupted one.")
+flags.DEFINE_bool("skip_nonfinite_steps", False,
+                  "Skip (and count) steps whose loss or gradients are NaN or Inf instead of "
+                  "stopping with an error (exit status 3).")

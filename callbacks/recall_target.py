@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from losses.prior_warnings import loss_corrects_prior
-from losses.rules import ClassWeights, ReweightingRule, validate_class_counts
+from losses.rules import ClassWeights, ReweightingRule, inverse_frequency_weights, observed_class_counts
 from trainer.evaluation import EvaluationResult, ModelLogits
 from trainer.metrics import count_confusion_matrix, per_class_metrics
 
@@ -167,7 +167,8 @@ class RecallTarget(ClassWeights):
         self.mode = mode
         self.target_class = target_class
         self.target_recall = target_recall
-        self.class_counts = None if class_counts is None else validate_class_counts(class_counts)
+        self.class_counts = None if class_counts is None else observed_class_counts(class_counts)
+        self._inverse_frequency: Optional[np.ndarray] = None
         self.step_size = _check_positive(
             "step_size", DEFAULT_STEP_SIZE[adjust] if step_size is None else step_size)
         self.smoothing = float(smoothing)
@@ -202,7 +203,11 @@ class RecallTarget(ClassWeights):
                              f"{num_classes} classes.")
         if self.base_weights == "uniform":
             return np.ones(num_classes, np.float64)
-        return 1.0 / self.class_counts
+        if self._inverse_frequency is None:
+            # The losses' inverse frequency: absent classes pseudo-counted, tiny ones capped
+            # (both with a warning naming the class); computed once, so it warns once.
+            self._inverse_frequency = inverse_frequency_weights(self.class_counts)
+        return np.asarray(self._inverse_frequency, np.float64)
 
     def _effective_weights(self, multipliers: np.ndarray) -> np.ndarray:
         weights = multipliers * self._base_weights(len(multipliers))

@@ -18,11 +18,17 @@ from losses.prior_adjusted import (
 from losses.prior_warnings import loss_corrects_prior, warn_if_prior_counted_twice
 from losses.registry import DRW_RULE_NAMES, LOSS_NAMES, RULE_NAMES, make_loss, make_rule
 from losses.rules import (
+    ABSENT_CLASS_PSEUDO_COUNT,
+    TINY_CLASS_SIZE,
     ClassWeights,
     ReweightingRule,
+    SmallClassWarning,
     TargetClassWeight,
     TrainingContext,
     deserialize_rule,
+    effective_number_weights,
+    inverse_frequency_weights,
+    observed_class_counts,
     serialize_rule,
     validate_class_counts,
     validate_class_weights,
@@ -30,6 +36,7 @@ from losses.rules import (
 from losses.weighted_recall import WeightedRecallCrossentropy
 
 __all__ = [
+    "ABSENT_CLASS_PSEUDO_COUNT",
     "BalancedSoftmaxCrossentropy",
     "ClassWeights",
     "Compose",
@@ -42,15 +49,20 @@ __all__ = [
     "RULE_NAMES",
     "ReweightingRule",
     "SigmoidFocalCrossentropy",
+    "SmallClassWarning",
     "SparseFocalCrossentropy",
+    "TINY_CLASS_SIZE",
     "TargetClassWeight",
     "TrainingContext",
     "WeightedRecallCrossentropy",
     "deserialize_rule",
+    "effective_number_weights",
+    "inverse_frequency_weights",
     "logit_adjustment_offsets",
     "loss_corrects_prior",
     "make_loss",
     "make_rule",
+    "observed_class_counts",
     "posthoc_logit_adjustment",
     "serialize_rule",
     "sparse_cross_entropy",

@@ -12,16 +12,19 @@ import numpy as np
 import tensorflow as tf
 
 from losses._inputs import as_float_list, float_logits, sparse_labels
-from losses.rules import validate_class_counts
+from losses.rules import observed_class_counts, validate_class_counts
 from trainer.checks import check_nonnegative, check_positive
 
 
 class _ShiftedLogitsCrossentropy(keras.losses.Loss):
     """Cross-entropy of `logits + shift`, with a fixed per-class shift vector."""
 
-    def __init__(self, class_counts: Sequence[float], *, reduction, name, dtype):
+    def __init__(self, class_counts: Sequence[float], *, reduction, name, dtype,
+                 class_names: Optional[Sequence[str]] = None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.class_counts = validate_class_counts(class_counts)
+        self.observed_counts = observed_class_counts(class_counts)
+        self.class_counts = validate_class_counts(self.observed_counts, class_names=class_names,
+                                                  used_by=f"the class prior of {type(self).__name__}")
 
     @property
     def num_classes(self) -> int:
@@ -39,7 +42,7 @@ class _ShiftedLogitsCrossentropy(keras.losses.Loss):
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
-        config.update(class_counts=as_float_list(self.class_counts))
+        config.update(class_counts=as_float_list(self.observed_counts))
         return config
 
 
@@ -54,12 +57,16 @@ class LogitAdjustedCrossentropy(_ShiftedLogitsCrossentropy):
     `warn_if_prior_counted_twice`).
 
     Args:
-      class_counts: Positive number of training examples of each class (add a
-        pseudo-count for absent classes); the prior is counts / sum(counts).
+      class_counts: Non-negative number of training examples of each class; the
+        prior is counts / sum(counts), an absent class (0) counting
+        `ABSENT_CLASS_PSEUDO_COUNT` = 0.5 (with a `SmallClassWarning`). The
+        pseudo-counted vector is `class_counts`, the given one `observed_counts`
+        (what `get_config` keeps).
       tau: Temperature of the adjustment, >= 0; 0 is plain cross-entropy.
       reduction: Keras reduction; None returns per-example values.
       name: Loss name.
       dtype: Keras dtype policy of the computation.
+      class_names: Class names for the warning (not part of the config).
 
     Example:
       >>> loss = LogitAdjustedCrossentropy(class_counts=[5000, 500, 50], tau=1.0)
@@ -68,8 +75,10 @@ class LogitAdjustedCrossentropy(_ShiftedLogitsCrossentropy):
 
     def __init__(self, class_counts: Sequence[float], tau: float = 1.0, *,
                  reduction: Optional[str] = "sum_over_batch_size",
-                 name: str = "logit_adjusted_crossentropy", dtype: Any = None):
-        super().__init__(class_counts, reduction=reduction, name=name, dtype=dtype)
+                 name: str = "logit_adjusted_crossentropy", dtype: Any = None,
+                 class_names: Optional[Sequence[str]] = None):
+        super().__init__(class_counts, reduction=reduction, name=name, dtype=dtype,
+                         class_names=class_names)
         self.tau = check_nonnegative(tau, "tau")
 
     def log_prior(self) -> np.ndarray:
@@ -94,10 +103,12 @@ class BalancedSoftmaxCrossentropy(_ShiftedLogitsCrossentropy):
     inverse-frequency weights or resampling on it (the prior counted twice).
 
     Args:
-      class_counts: Positive number of training examples of each class.
+      class_counts: Non-negative number of training examples of each class (an
+        absent class counts `ABSENT_CLASS_PSEUDO_COUNT` = 0.5, with a warning).
       reduction: Keras reduction; None returns per-example values.
       name: Loss name.
       dtype: Keras dtype policy of the computation.
+      class_names: Class names for the warning (not part of the config).
 
     Example:
       >>> loss = BalancedSoftmaxCrossentropy(class_counts=[5000, 500, 50])
@@ -105,8 +116,10 @@ class BalancedSoftmaxCrossentropy(_ShiftedLogitsCrossentropy):
 
     def __init__(self, class_counts: Sequence[float], *,
                  reduction: Optional[str] = "sum_over_batch_size",
-                 name: str = "balanced_softmax_crossentropy", dtype: Any = None):
-        super().__init__(class_counts, reduction=reduction, name=name, dtype=dtype)
+                 name: str = "balanced_softmax_crossentropy", dtype: Any = None,
+                 class_names: Optional[Sequence[str]] = None):
+        super().__init__(class_counts, reduction=reduction, name=name, dtype=dtype,
+                         class_names=class_names)
 
     def logit_shift(self) -> np.ndarray:
         return np.log(self.class_counts)
@@ -126,12 +139,16 @@ class LDAMCrossentropy(keras.losses.Loss):
     with deferred re-weighting (`DeferredReweighting`).
 
     Args:
-      class_counts: Positive number of training examples of each class.
+      class_counts: Non-negative number of training examples of each class. The
+        margins follow the classes that have examples (the rarest of them gets
+        `max_margin`); an absent class (0, a `SmallClassWarning`) gets
+        `max_margin`, which no training example ever uses.
       max_margin: Margin of the rarest class, > 0.
       scale: Multiplier of the (margin-adjusted) logits, > 0.
       reduction: Keras reduction; None returns per-example values.
       name: Loss name.
       dtype: Keras dtype policy of the computation.
+      class_names: Class names for the warning (not part of the config).
 
     Example:
       >>> loss = LDAMCrossentropy(class_counts=[5000, 500, 50], max_margin=0.5, scale=30.0)
@@ -139,16 +156,25 @@ class LDAMCrossentropy(keras.losses.Loss):
 
     def __init__(self, class_counts: Sequence[float], max_margin: float = 0.5,
                  scale: float = 30.0, *, reduction: Optional[str] = "sum_over_batch_size",
-                 name: str = "ldam_crossentropy", dtype: Any = None):
+                 name: str = "ldam_crossentropy", dtype: Any = None,
+                 class_names: Optional[Sequence[str]] = None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.class_counts = validate_class_counts(class_counts)
+        self.observed_counts = observed_class_counts(class_counts)
+        self.class_counts = validate_class_counts(
+            self.observed_counts, class_names=class_names, used_by="the LDAM margins (it gets max_margin)")
         self.max_margin = check_positive(max_margin, "max_margin")
         self.scale = check_positive(scale, "scale")
 
     @property
     def margins(self) -> np.ndarray:
-        """Per-class margins max_margin * (min(n) / n_j)^(1/4), float64."""
-        return self.max_margin * (self.class_counts.min() / self.class_counts) ** 0.25
+        """Per-class margins max_margin * (min(n) / n_j)^(1/4) over present classes, float64.
+
+        An absent class gets `max_margin` (never used: no example has its label).
+        """
+        present = self.observed_counts > 0
+        rarest = self.observed_counts[present].min()
+        return np.where(present, self.max_margin * (rarest / np.where(present, self.observed_counts, 1.0))
+                        ** 0.25, self.max_margin)
 
     def call(self, y_true, y_pred) -> tf.Tensor:
         logits = float_logits(y_pred, int(self.class_counts.shape[0]))
@@ -160,7 +186,7 @@ class LDAMCrossentropy(keras.losses.Loss):
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
-        config.update(class_counts=as_float_list(self.class_counts), max_margin=self.max_margin,
+        config.update(class_counts=as_float_list(self.observed_counts), max_margin=self.max_margin,
                       scale=self.scale)
         return config
 
@@ -175,14 +201,15 @@ def logit_adjustment_offsets(class_counts: Sequence[float], tau: float = 1.0) ->
     `BalancedSoftmaxCrossentropy`, whose logits are already adjusted.
 
     Args:
-      class_counts: Positive training examples per class.
+      class_counts: Non-negative training examples per class (an absent class counts
+        `ABSENT_CLASS_PSEUDO_COUNT` = 0.5, with a `SmallClassWarning`).
       tau: Strength, >= 0.
 
     Returns:
       float32 `[num_classes]` offsets.
     """
     tau = check_nonnegative(tau, "tau")
-    counts = validate_class_counts(class_counts)
+    counts = validate_class_counts(class_counts, used_by="post-hoc logit adjustment")
     return (-tau * np.log(counts / counts.sum())).astype(np.float32)
 
 
@@ -191,7 +218,7 @@ def posthoc_logit_adjustment(logits, class_counts: Sequence[float], tau: float =
 
     Args:
       logits: `[batch, num_classes]`.
-      class_counts: Positive training examples per class.
+      class_counts: Non-negative training examples per class (see `logit_adjustment_offsets`).
       tau: Strength, >= 0.
 
     Returns:

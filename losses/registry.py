@@ -19,7 +19,7 @@ from losses.rules import (
     ClassWeights,
     ReweightingRule,
     TargetClassWeight,
-    validate_class_counts,
+    observed_class_counts,
     validate_class_weights,
 )
 from trainer.checks import (
@@ -45,21 +45,24 @@ def _needed(argument: str, value, what: str, name: str, purpose: str) -> None:
 
 
 def _counts(name: str, what: str, class_counts, num_classes: Optional[int]) -> np.ndarray:
+    """The observed counts (zeros allowed: the loss or rule gives them the pseudo-count)."""
     _needed("class_counts", class_counts, what, name, "the training examples per class")
-    return validate_class_counts(class_counts, num_classes, argument="class_counts")
+    return observed_class_counts(class_counts, num_classes, argument="class_counts")
 
 
 def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
               num_classes: Optional[int] = None, gamma: float = 2.0, tau: float = 1.0,
               alpha: Union[None, float, Sequence[float]] = None, max_margin: float = 0.5,
               scale: float = 30.0,
-              reduction: Optional[str] = "sum_over_batch_size") -> keras.losses.Loss:
+              reduction: Optional[str] = "sum_over_batch_size",
+              class_names: Optional[Sequence[str]] = None) -> keras.losses.Loss:
     """Returns the loss called `name`.
 
     Args:
       name: One of `LOSS_NAMES`.
       class_counts: Training examples per class; needed by `logit_adjusted`,
-        `balanced_softmax` and `ldam`.
+        `balanced_softmax` and `ldam`. An absent class (0) counts
+        `losses.rules.ABSENT_CLASS_PSEUDO_COUNT` (a `SmallClassWarning` names it).
       num_classes: When given, `class_counts` must have this many entries.
       gamma: Focusing parameter of `focal` and `sigmoid_focal`.
       tau: Temperature of `logit_adjusted`.
@@ -69,6 +72,7 @@ def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
       scale: LDAM logit scale (30 assumes a normalised cosine head; use 1 for
         an ordinary dense head).
       reduction: Keras reduction of the returned loss (None: per example).
+      class_names: Class names, for the warnings about absent classes.
 
     Raises:
       ArgumentError: naming `name` when it is not one of `LOSS_NAMES`, or the
@@ -83,10 +87,11 @@ def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
         return SigmoidFocalCrossentropy(gamma=gamma, alpha=alpha, reduction=reduction)
     counts = _counts(name, "loss", class_counts, num_classes)
     if name == "logit_adjusted":
-        return LogitAdjustedCrossentropy(counts, tau=tau, reduction=reduction)
+        return LogitAdjustedCrossentropy(counts, tau=tau, reduction=reduction, class_names=class_names)
     if name == "balanced_softmax":
-        return BalancedSoftmaxCrossentropy(counts, reduction=reduction)
-    return LDAMCrossentropy(counts, max_margin=max_margin, scale=scale, reduction=reduction)
+        return BalancedSoftmaxCrossentropy(counts, reduction=reduction, class_names=class_names)
+    return LDAMCrossentropy(counts, max_margin=max_margin, scale=scale, reduction=reduction,
+                            class_names=class_names)
 
 
 def make_rule(name: str, *, num_classes: int, class_counts: Optional[Sequence[float]] = None,
@@ -94,14 +99,16 @@ def make_rule(name: str, *, num_classes: int, class_counts: Optional[Sequence[fl
               target_class: Optional[int] = None, target_weight: Optional[float] = None,
               drw_start_epoch: Optional[int] = None, drw_rule: str = "effective_number",
               eqlv2_gamma: float = 12.0, eqlv2_mu: float = 0.8,
-              eqlv2_alpha: float = 4.0) -> Optional[ReweightingRule]:
+              eqlv2_alpha: float = 4.0,
+              class_names: Optional[Sequence[str]] = None) -> Optional[ReweightingRule]:
     """Returns the (unbuilt) reweighting rule called `name`.
 
     Args:
       name: One of `RULE_NAMES`; `none` returns None.
       num_classes: Number of classes, to check the other arguments against.
       class_counts: Training examples per class (`inverse_frequency`,
-        `effective_number`).
+        `effective_number`): tiny classes (< `losses.rules.TINY_CLASS_SIZE`) are
+        capped, absent ones pseudo-counted, each with a `SmallClassWarning`.
       class_weights: One weight per class (`manual`).
       beta: Effective-number beta in [0, 1) (`effective_number`).
       target_class: Class index (`target_class`).
@@ -111,6 +118,7 @@ def make_rule(name: str, *, num_classes: int, class_counts: Optional[Sequence[fl
       eqlv2_gamma: EQL v2 gamma.
       eqlv2_mu: EQL v2 mu.
       eqlv2_alpha: EQL v2 alpha.
+      class_names: Class names, for the warnings about absent and tiny classes.
 
     Raises:
       ArgumentError: naming the argument at fault and its value.
@@ -122,11 +130,12 @@ def make_rule(name: str, *, num_classes: int, class_counts: Optional[Sequence[fl
         _needed("class_weights", class_weights, "rule", name, "one weight per class")
         return ClassWeights(validate_class_weights(class_weights, num_classes, argument="class_weights"))
     if name == "inverse_frequency":
-        return ClassWeights.inverse_frequency(_counts(name, "rule", class_counts, num_classes))
+        return ClassWeights.inverse_frequency(_counts(name, "rule", class_counts, num_classes),
+                                              class_names=class_names)
     if name == "effective_number":
         beta = check_number(beta, "beta", minimum=0.0, maximum=1.0, exclusive_maximum=True)
         return ClassWeights.effective_number(_counts(name, "rule", class_counts, num_classes),
-                                             beta=beta)
+                                             beta=beta, class_names=class_names)
     if name == "target_class":
         _needed("target_class", target_class, "rule", name, "the class to weight")
         _needed("target_weight", target_weight, "rule", name, "its weight")
@@ -140,6 +149,6 @@ def make_rule(name: str, *, num_classes: int, class_counts: Optional[Sequence[fl
                           num_classes=num_classes, class_counts=class_counts,
                           class_weights=class_weights, beta=beta, target_class=target_class,
                           target_weight=target_weight, eqlv2_gamma=eqlv2_gamma,
-                          eqlv2_mu=eqlv2_mu, eqlv2_alpha=eqlv2_alpha)
+                          eqlv2_mu=eqlv2_mu, eqlv2_alpha=eqlv2_alpha, class_names=class_names)
         return DeferredReweighting(inner, start_epoch=start_epoch)
     return EqualizationV2(gamma=eqlv2_gamma, mu=eqlv2_mu, alpha=eqlv2_alpha)

@@ -6,6 +6,7 @@ State lives in `tf.Variable`s (checkpointed, replica-synchronised); behaviour is
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -163,23 +164,39 @@ def validate_class_weights(weights: Sequence[float], num_classes: Optional[int] 
     return array.astype(np.float32)
 
 
-def validate_class_counts(class_counts: Sequence[float], num_classes: Optional[int] = None,
+# A class with no training example counts as this many in every prior-based rule and loss
+# (inverse_frequency, effective_number, logit_adjusted, balanced_softmax, LDAM, post-hoc
+# logit adjustment, the recall-target base weights): the add-one-half (Krichevsky-Trofimov /
+# Jeffreys) estimate, which keeps an absent class rarer than any observed one.
+ABSENT_CLASS_PSEUDO_COUNT = 0.5
+# A class with fewer training examples than this is tiny: inverse-frequency-style weights
+# treat it as having TINY_CLASS_SIZE (w_j proportional to 1 / max(n_j, TINY_CLASS_SIZE)), so
+# no class weighs more than a class of 5 examples would: at most n_max / 5 times the most
+# common class. Below 5 the count says little about the class's frequency (a Poisson count
+# of n has relative error 1 / sqrt(n) > 45%), and 1 / n grows fastest exactly there (a
+# singleton among 3,900 rows would weigh 3,900 times the common class).
+TINY_CLASS_SIZE = 5
+
+
+class SmallClassWarning(UserWarning):
+    """A class absent from the training data or with fewer than `TINY_CLASS_SIZE` examples."""
+
+
+def class_label(c: int, class_names: Optional[Sequence[str]] = None) -> str:
+    """'class 3' or "class 3 ('rare')" for messages."""
+    if class_names is not None and c < len(class_names):
+        return f"class {c} ({str(class_names[c])!r})"
+    return f"class {c}"
+
+
+def observed_class_counts(class_counts: Sequence[float], num_classes: Optional[int] = None,
                           argument: str = "class_counts") -> np.ndarray:
-    """Checks per-class training-example counts and returns them as float64.
-
-    Counts may be fractional (pseudo-counts) but must be positive: a class
-    with no examples has no prior to correct for, and its weight or log-prior
-    would be infinite. Add a pseudo-count (e.g. 1) for classes absent from
-    the training data.
-
-    Args:
-      class_counts: Training examples of each class.
-      num_classes: When given, the number of counts required.
-      argument: The caller's name for `class_counts`, for the message.
+    """Checks per-class training-example counts as observed (zeros allowed) and returns float64.
 
     Raises:
-      ArgumentError: Naming `argument`, when the counts are not a finite 1-D
-        vector of positive values with `num_classes` entries (if given).
+      ArgumentError: Naming `argument`, when the counts are not a finite 1-D vector of
+        non-negative values, at least one positive, with `num_classes` entries (if given)
+        and at least 2.
     """
     array = _vector(class_counts, argument, "counts, one per class")
     if array.shape[0] < 2:
@@ -187,19 +204,137 @@ def validate_class_counts(class_counts: Sequence[float], num_classes: Optional[i
     _check_length(array, num_classes, argument)
     if not np.all(np.isfinite(array)):
         raise ArgumentError(argument, array.tolist(), "must be finite")
-    if np.any(array <= 0):
-        empty = np.flatnonzero(array <= 0).tolist()
+    if np.any(array < 0):
+        negative = np.flatnonzero(array < 0).tolist()
         raise ArgumentError(argument, array.tolist(),
-                            f"must be positive, but classes {empty} have counts {array[empty].tolist()} "
-                            f"(give absent classes a pseudo-count such as 1)")
+                            f"must be non-negative, but classes {negative} have counts "
+                            f"{array[negative].tolist()}")
+    if not np.any(array > 0):
+        raise ArgumentError(argument, array.tolist(), "are all zero: no class has a training example")
     return array
 
 
+def validate_class_counts(class_counts: Sequence[float], num_classes: Optional[int] = None,
+                          argument: str = "class_counts", *,
+                          class_names: Optional[Sequence[str]] = None,
+                          used_by: str = "the class prior") -> np.ndarray:
+    """Checks per-class training-example counts; absent classes get the pseudo-count.
+
+    Counts may be fractional. A class with count 0 (no training example) counts as
+    `ABSENT_CLASS_PSEUDO_COUNT` (0.5) instead, with a `SmallClassWarning` naming it: its
+    weight or log-prior would otherwise be infinite.
+
+    Args:
+      class_counts: Training examples of each class.
+      num_classes: When given, the number of counts required.
+      argument: The caller's name for `class_counts`, for the message.
+      class_names: Class names for the warning (default: indices only).
+      used_by: What the counts feed, for the warning.
+
+    Returns:
+      float64 counts, every entry positive.
+
+    Raises:
+      ArgumentError: Naming `argument`, when the counts are not a finite 1-D
+        vector of non-negative values, at least one positive, with `num_classes`
+        entries (if given).
+    """
+    array = observed_class_counts(class_counts, num_classes, argument).copy()
+    absent = np.flatnonzero(array == 0)
+    if len(absent):
+        listed = ", ".join(class_label(int(c), class_names) for c in absent)
+        warnings.warn(
+            f"{listed} {'has' if len(absent) == 1 else 'have'} no training example: "
+            f"{'it counts' if len(absent) == 1 else 'each counts'} as {ABSENT_CLASS_PSEUDO_COUNT:g} "
+            f"examples (pseudo-count) in {used_by}; the model cannot learn "
+            f"{'it' if len(absent) == 1 else 'them'}", SmallClassWarning, stacklevel=3)
+        array[absent] = ABSENT_CLASS_PSEUDO_COUNT
+    return array
+
+
+def capped_class_counts(class_counts: Sequence[float], *, class_names: Optional[Sequence[str]] = None,
+                        used_by: str = "inverse-frequency weights",
+                        argument: str = "class_counts") -> np.ndarray:
+    """The counts inverse-frequency-style weights use: max(n_j, TINY_CLASS_SIZE) (float64).
+
+    Absent classes get the pseudo-count first (`validate_class_counts`, which warns), so
+    they weigh as a class of `TINY_CLASS_SIZE` too.
+
+    Raises:
+      ArgumentError: As `validate_class_counts`.
+    """
+    counts = validate_class_counts(class_counts, argument=argument, class_names=class_names,
+                                   used_by=used_by)
+    return np.maximum(counts, float(TINY_CLASS_SIZE))
+
+
+def _capped_weights(class_counts: Sequence[float], weigh, used_by: str,
+                    class_names: Optional[Sequence[str]], argument: str) -> np.ndarray:
+    """`weigh(counts)` on the capped counts, averaging 1 over present classes; warns per tiny class."""
+    observed = observed_class_counts(class_counts, argument=argument)
+    capped = capped_class_counts(observed, class_names=class_names, used_by=used_by,
+                                 argument=argument)
+    present = observed > 0
+    weights = weigh(capped)
+    weights = weights * (present.sum() / weights[present].sum())
+    tiny = np.flatnonzero(present & (observed < TINY_CLASS_SIZE))
+    if len(tiny):
+        common = int(np.argmax(observed))
+        uncapped = weigh(np.where(present, observed, 1.0))
+        for c in tiny:
+            n = observed[c]
+            warnings.warn(
+                f"{class_label(int(c), class_names)} has only {n:g} training example"
+                f"{'' if n == 1 else 's'} (fewer than {TINY_CLASS_SIZE}): {used_by} cap its "
+                f"weight at that of a class with {TINY_CLASS_SIZE} examples (counts "
+                f"max(n, {TINY_CLASS_SIZE})): {weights[c] / weights[common]:.4g}x the most common "
+                f"class instead of {uncapped[c] / uncapped[common]:.4g}x",
+                SmallClassWarning, stacklevel=4)
+    return weights
+
+
+def inverse_frequency_weights(class_counts: Sequence[float], *,
+                              class_names: Optional[Sequence[str]] = None,
+                              argument: str = "class_counts") -> np.ndarray:
+    """w_j proportional to 1 / max(n_j, TINY_CLASS_SIZE), averaging 1 over present classes.
+
+    Absent classes count `ABSENT_CLASS_PSEUDO_COUNT` (then the cap); their weight never
+    scales a training example and is left out of the average, so an absent class does
+    not change the others' weights. A `SmallClassWarning` names each absent class and
+    each tiny one (with its weight relative to the most common class, capped and not).
+
+    Args:
+      class_counts: Non-negative training examples per class (at least one positive).
+      class_names: Class names for the warnings.
+      argument: The caller's name for `class_counts`, for errors.
+
+    Returns:
+      float64 [K].
+
+    Raises:
+      ArgumentError: As `observed_class_counts`.
+    """
+    return _capped_weights(class_counts, lambda n: 1.0 / n, "inverse-frequency weights",
+                           class_names, argument)
+
+
+def effective_number_weights(class_counts: Sequence[float], beta: float, *,
+                             class_names: Optional[Sequence[str]] = None,
+                             argument: str = "class_counts") -> np.ndarray:
+    """Cui et al. (2019) weights (1 - beta) / (1 - beta**n_j), n_j capped and averaged as above.
+
+    Raises:
+      ArgumentError: Naming `beta` or `argument`.
+    """
+    beta = check_number(beta, "beta", minimum=0, maximum=1, exclusive_maximum=True)
+
+    def weigh(n: np.ndarray) -> np.ndarray:
+        effective = -np.expm1(n * np.log(beta)) if beta > 0 else np.ones_like(n)
+        return (1.0 - beta) / effective
+    return _capped_weights(class_counts, weigh, "effective-number weights", class_names, argument)
+
+
 _PRIOR_CORRECTIONS = (None, "inverse_frequency", "effective_number")
-
-
-def _normalise_to_mean_one(weights: np.ndarray) -> np.ndarray:
-    return weights * (weights.shape[0] / weights.sum())
 
 
 class ClassWeights(ReweightingRule):
@@ -210,13 +345,19 @@ class ClassWeights(ReweightingRule):
     variable so controllers (e.g. a recall target) can move them.
 
     Two constructors derive the weights from the training class counts and
-    normalise them so that they average 1 over the classes (sum to
-    num_classes), which keeps the loss scale, and so the learning rate, close
-    to the unweighted one:
+    normalise them so that they average 1 over the classes with training
+    examples (sum to num_classes when every class has some), which keeps the
+    loss scale, and so the learning rate, close to the unweighted one:
 
     - `ClassWeights.inverse_frequency(class_counts)`: w_j proportional to 1/n_j.
     - `ClassWeights.effective_number(class_counts, beta)` (Cui et al. 2019):
       w_j proportional to (1 - beta) / (1 - beta**n_j).
+
+    Both cap tiny classes: n_j counts as max(n_j, TINY_CLASS_SIZE = 5), so no
+    class weighs more than a class of 5 examples (a `SmallClassWarning` names
+    each such class); an absent class (n_j = 0) counts as
+    ABSENT_CLASS_PSEUDO_COUNT = 0.5, then the cap (its weight scales no
+    example and is left out of the average).
 
     Rules made by these constructors record it in `prior_correction`, so
     `warn_if_prior_counted_twice` can tell when a prior-corrected loss is
@@ -246,44 +387,46 @@ class ClassWeights(ReweightingRule):
         self.weights: Optional[tf.Variable] = None
 
     @classmethod
-    def inverse_frequency(cls, class_counts: Sequence[float],
-                          name: Optional[str] = None) -> "ClassWeights":
-        """Weights proportional to 1 / n_j, normalised to average 1 over classes.
+    def inverse_frequency(cls, class_counts: Sequence[float], name: Optional[str] = None, *,
+                          class_names: Optional[Sequence[str]] = None) -> "ClassWeights":
+        """Weights proportional to 1 / max(n_j, 5), averaging 1 over classes with examples.
+
+        See `inverse_frequency_weights` (tiny classes capped, absent ones pseudo-counted).
 
         Args:
-          class_counts: Positive number of training examples of each class.
+          class_counts: Non-negative number of training examples of each class.
           name: Optional module name.
+          class_names: Class names for the warnings.
 
         Raises:
-          ArgumentError: Naming `class_counts` when a count is not positive.
+          ArgumentError: Naming `class_counts` when a count is negative or all are zero.
         """
-        counts = validate_class_counts(class_counts)
-        return cls(_normalise_to_mean_one(1.0 / counts), name=name,
+        return cls(inverse_frequency_weights(class_counts, class_names=class_names), name=name,
                    prior_correction="inverse_frequency")
 
     @classmethod
     def effective_number(cls, class_counts: Sequence[float], beta: float = 0.9999,
-                         name: Optional[str] = None) -> "ClassWeights":
-        """Class-balanced weights of Cui et al. (2019), normalised to average 1.
+                         name: Optional[str] = None, *,
+                         class_names: Optional[Sequence[str]] = None) -> "ClassWeights":
+        """Class-balanced weights of Cui et al. (2019), averaging 1 over classes with examples.
 
         The effective number of examples of class j is
         E_j = (1 - beta**n_j) / (1 - beta); the weight is 1 / E_j, i.e.
         proportional to (1 - beta) / (1 - beta**n_j). `beta=0` gives uniform
-        weights and `beta -> 1` approaches inverse frequency.
+        weights and `beta -> 1` approaches inverse frequency. Tiny classes
+        count max(n_j, 5), as in `inverse_frequency`.
 
         Args:
-          class_counts: Positive number of training examples of each class.
+          class_counts: Non-negative number of training examples of each class.
           beta: In [0, 1).
           name: Optional module name.
+          class_names: Class names for the warnings.
 
         Raises:
           ArgumentError: Naming `beta` or `class_counts` when out of range.
         """
-        beta = check_number(beta, "beta", minimum=0, maximum=1, exclusive_maximum=True)
-        counts = validate_class_counts(class_counts)
-        effective = -np.expm1(counts * np.log(beta)) if beta > 0 else np.ones_like(counts)
-        return cls(_normalise_to_mean_one((1.0 - beta) / effective), name=name,
-                   prior_correction="effective_number")
+        return cls(effective_number_weights(class_counts, beta, class_names=class_names),
+                   name=name, prior_correction="effective_number")
 
     def build(self, num_classes: int) -> None:
         validate_class_weights(self._initial_weights, num_classes)

@@ -68,15 +68,16 @@ class EvaluationResult:
         return cls(confusion_matrix=matrix, loss=float(loss), logits=logits, labels=labels, **fields)
 
 
-def _features_and_labels(element) -> Tuple[Any, Optional[Any]]:
+def _features_labels_weights(element) -> Tuple[Any, Optional[Any], Optional[Any]]:
     if isinstance(element, (tuple, list)):
-        return element[0], (element[1] if len(element) > 1 else None)
-    return element, None
+        return (element[0], element[1] if len(element) > 1 else None,
+                element[2] if len(element) > 2 else None)
+    return element, None, None
 
 
 def collect_outputs(forward: Callable, data: tf.data.Dataset, *, argument: str = "data",
                     with_labels: bool = True) -> Tuple[list, list]:
-    """Runs `forward(features, labels)` (or `forward(features)`) over every batch of `data`.
+    """Runs `forward(features, labels[, sample_weight])` (or `forward(features)`) over `data`.
 
     The single place that iterates a dataset for model outputs: evaluation
     with logits, `Trainer.collect_logits` and `Trainer.predict_logits` use it.
@@ -84,8 +85,10 @@ def collect_outputs(forward: Callable, data: tf.data.Dataset, *, argument: str =
     `tf.distribute` strategy every worker computes the same values.
 
     Args:
-      forward: A compiled function returning a tuple of tensors per batch.
-      data: Batched `(features, labels)` (or features-only without labels).
+      forward: A compiled function returning a tuple of tensors per batch; it
+        gets the batch's sample weights as a third argument when there are any.
+      data: Batched `(features, labels)` or `(features, labels, sample_weight)`
+        (or features-only without labels).
       argument: The caller's name for `data`, for error messages.
       with_labels: Whether elements carry labels (passed to `forward`).
 
@@ -98,11 +101,12 @@ def collect_outputs(forward: Callable, data: tf.data.Dataset, *, argument: str =
     """
     outputs, labels = [], []
     for element in data:
-        features, batch_labels = _features_and_labels(element)
+        features, batch_labels, weights = _features_labels_weights(element)
         if with_labels:
             if batch_labels is None:
                 raise ValueError(f"{argument} must yield (features, labels) batches.")
-            outputs.append(tuple(t.numpy() for t in forward(features, batch_labels)))
+            arguments = (features, batch_labels) if weights is None else (features, batch_labels, weights)
+            outputs.append(tuple(t.numpy() for t in forward(*arguments)))
             labels.append(np.reshape(batch_labels.numpy(), [-1]).astype(np.int64))
         else:
             outputs.append(tuple(t.numpy() for t in forward(features)))
@@ -141,7 +145,7 @@ class ModelLogits:
         if model is not self._model:
             self._model = model
             self._forward = tf.function(
-                lambda features, _: (tf.cast(model(features, training=False), tf.float32),),
+                lambda features, *_: (tf.cast(model(features, training=False), tf.float32),),
                 reduce_retracing=True)
         outputs, labels = collect_outputs(self._forward, self.data, argument=self.argument)
         return concatenate(outputs, 0), np.concatenate(labels)

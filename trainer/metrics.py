@@ -149,3 +149,45 @@ def format_per_class_table(metrics: Dict[str, object],
         f"accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}  "
         f"macro-F1 {metrics['macro_f1']:.4f}  min recall {metrics['min_recall']:.4f}")
     return "\n".join(lines)
+
+
+def format_decision_table(served: Dict[str, object], argmax: Optional[Dict[str, object]] = None,
+                          class_names: Optional[list] = None, *, decision: str = "argmax",
+                          measured_on: str = "") -> str:
+    """The end-of-run table: per class, the served decision's recall, precision and F1.
+
+    With `argmax` (the plain argmax's metrics on the same data) and a decision
+    other than the argmax, its recall and precision stand beside the served
+    ones, so the table shows what the export does and what it changed.
+
+    Args:
+      served: `per_class_metrics` of the decisions the export serves.
+      argmax: The same for the plain argmax, or None.
+      class_names: Names indexed by class.
+      decision: What the served decision is (e.g. "threshold on class 2").
+      measured_on: Which data the figures were measured on, for the title line.
+    """
+    support = np.asarray(served["support"])
+    names = list(class_names) if class_names else [str(k) for k in range(len(support))]
+    width = max(5, max(len(n) for n in names))
+    beside = argmax is not None and decision != "argmax"
+    header = f"{'class':<{width}}  {'support':>8}  {'recall':>7}  {'precision':>9}  {'f1':>7}"
+    if beside:
+        header += f"  {'argmax recall':>13}  {'argmax precision':>16}"
+    title = f"Served decision: {decision}" + (f"; measured on {measured_on}" if measured_on else "")
+    lines = [title, header]
+    for k, name in enumerate(names):
+        line = (f"{name:<{width}}  {int(support[k]):>8d}  {served['recall'][k]:>7.4f}  "
+                f"{served['precision'][k]:>9.4f}  {served['f1'][k]:>7.4f}")
+        if beside:
+            line += f"  {argmax['recall'][k]:>13.4f}  {argmax['precision'][k]:>16.4f}"
+        lines.append(line)
+    lines.append(
+        f"accuracy {served['accuracy']:.4f}  balanced accuracy {served['balanced_accuracy']:.4f}  "
+        f"macro-F1 {served['macro_f1']:.4f}  min recall {served['min_recall']:.4f}")
+    if beside:
+        lines.append(f"argmax: accuracy {argmax['accuracy']:.4f}  balanced accuracy "
+                     f"{argmax['balanced_accuracy']:.4f}  macro-F1 {argmax['macro_f1']:.4f}  "
+                     f"min recall {argmax['min_recall']:.4f}")
+    return "\n".join(lines)
+

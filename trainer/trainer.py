@@ -282,16 +282,30 @@ class Trainer:
         return TrainingContext(epoch=tf.convert_to_tensor(self.epoch),
                                step=tf.convert_to_tensor(self.global_step))
 
+    def _weighted_loss(self, labels: tf.Tensor, logits: tf.Tensor,
+                       sample_weight: Optional[tf.Tensor]) -> tf.Tensor:
+        """`compute_loss`, times the examples' sample weights when the data has them."""
+        per_example = self.compute_loss(labels, logits)
+        if sample_weight is None:
+            return per_example
+        return per_example * tf.reshape(tf.cast(sample_weight, per_example.dtype), [-1])
+
+    def _unpack(self, batch) -> Tuple[Any, tf.Tensor, Optional[tf.Tensor]]:
+        """`(features, checked labels, sample weights or None)` of a batch."""
+        sample_weight = batch[2] if len(batch) > 2 else None
+        return batch[0], self.task.class_labels(batch[1], self.num_classes), sample_weight
+
     def _loss_and_logit_gradient(self, labels: tf.Tensor, logits: tf.Tensor,
-                                 context: TrainingContext) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """`(per_example_loss, loss, dL/dlogits)` of one replica's logits."""
+                                 context: TrainingContext, sample_weight: Optional[tf.Tensor] = None
+                                 ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`(per_example_loss, loss, dL/dlogits)` of one replica's logits (losses weighted)."""
         offsets = None if self.reweighting is None else self.reweighting.logit_offsets(context)
         with tf.GradientTape() as loss_tape:
             loss_tape.watch(logits)
             # A rule acting through margins shifts the logits the loss sees (training
             # only); the shift is constant, so dL/dlogits is taken through it.
             loss_logits = logits if offsets is None else logits + tf.cast(offsets, logits.dtype)
-            per_example = self.compute_loss(labels, loss_logits)
+            per_example = self._weighted_loss(labels, loss_logits, sample_weight)
             # Divided by the examples of the step on all replicas: a partial last
             # batch splits unevenly, so per-replica size x replicas would be wrong.
             loss = tf.nn.compute_average_loss(
@@ -299,9 +313,8 @@ class Trainer:
         return per_example, loss, loss_tape.gradient(loss, logits)
 
     def train_step(self, batch) -> None:
-        """One optimizer step on one replica's batch `(features, labels)`."""
-        features = batch[0]
-        labels = self.task.class_labels(batch[1], self.num_classes)
+        """One optimizer step on one replica's batch `(features, labels[, sample_weight])`."""
+        features, labels, sample_weight = self._unpack(batch)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             # Cast inside the tape: a mixed-precision model's float16 logits still
@@ -312,7 +325,8 @@ class Trainer:
             regularization = (tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
                               if self.model.losses else None)
         context = self._training_context()
-        per_example, loss, grad_logits = self._loss_and_logit_gradient(labels, logits, context)
+        per_example, loss, grad_logits = self._loss_and_logit_gradient(labels, logits, context,
+                                                                       sample_weight)
         grad_logits = self.reweight(labels, logits, grad_logits, context)
         targets, output_gradients = [logits], [grad_logits]
         if regularization is not None:
@@ -325,19 +339,19 @@ class Trainer:
 
     def eval_step(self, batch) -> None:
         """Updates the evaluation metrics with one replica's batch."""
-        features = batch[0]
-        labels = self.task.class_labels(batch[1], self.num_classes)
+        features, labels, sample_weight = self._unpack(batch)
         logits = self.predict_step(features)
-        self.eval_loss.update_state(self.compute_loss(labels, logits))
+        self.eval_loss.update_state(self._weighted_loss(labels, logits, sample_weight))
         self.eval_confusion.update_state(labels, logits)
 
     def predict_step(self, features) -> tf.Tensor:
         """float32 logits of a batch of features (inference mode)."""
         return tf.cast(self.model(features, training=False), tf.float32)
 
-    def _forward_with_loss(self, features, labels) -> Tuple[tf.Tensor, tf.Tensor]:
+    def _forward_with_loss(self, features, labels, sample_weight=None) -> Tuple[tf.Tensor, tf.Tensor]:
         logits = self.predict_step(features)
-        return logits, self.compute_loss(self.task.class_labels(labels, self.num_classes), logits)
+        labels = self.task.class_labels(labels, self.num_classes)
+        return logits, self._weighted_loss(labels, logits, sample_weight)
 
     def _make_train_loop(self):
         strategy = self.strategy
@@ -385,11 +399,10 @@ class Trainer:
         spec = data.element_spec
         if not isinstance(spec, tuple) or len(spec) < 2:
             raise ValueError(f"{argument} must yield (features, labels) batches; its elements are {spec}.")
-        if len(spec) > 2:
+        if len(spec) > 3:
             raise ValueError(
                 f"{argument} yields {len(spec)} components per batch; the Trainer reads "
-                f"(features, labels) and would ignore the rest (sample weights are not supported "
-                f"yet): drop them, e.g. dataset.map(lambda x, y, w: (x, y)).")
+                f"(features, labels) or (features, labels, sample_weight) and would ignore the rest.")
         if spec[0].shape.rank is not None and spec[0].shape.rank < 2:
             raise ValueError(f"{argument} must be batched (features of rank >= 2); "
                              f"got shape {spec[0].shape}.")
@@ -433,8 +446,11 @@ class Trainer:
         (`FaultTolerance.after_epoch`).
 
         Args:
-          train_data: Batched dataset of `(features, labels)`; the batch size
-            is the global one. Without `steps_per_epoch` an epoch is one pass.
+          train_data: Batched dataset of `(features, labels)` or `(features,
+            labels, sample_weight)`; the batch size is the global one. Sample
+            weights multiply each example's loss (and so its dL/dlogits, before
+            the rule's per-class scale), as in Keras `fit(sample_weight=...)`.
+            Without `steps_per_epoch` an epoch is one pass.
           epochs: How many epochs to train in this call (Keras's convention:
             a second `fit(epochs=2)` trains two more).
           total_epochs: Instead of `epochs`: train until the epoch counter
@@ -589,7 +605,7 @@ class Trainer:
         """`(logits float32 [N, K], labels int64 [N])` of a dataset of `(features, labels)` batches."""
         self._check_dataset(data, "data")
         forward = self._forward()
-        outputs, labels = collect_outputs(lambda features, _: (forward(features),), data)
+        outputs, labels = collect_outputs(lambda features, *_: (forward(features),), data)
         return concatenate(outputs, 0), np.concatenate(labels)
 
     # ------------------------------------------------------- prediction

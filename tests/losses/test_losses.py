@@ -292,7 +292,8 @@ def test_losses_train_in_plain_model_fit():
     (lambda: SparseFocalCrossentropy(alpha=[[0.5, 1.0]]), "alpha", "[[0.5, 1.0]]"),
     (lambda: SigmoidFocalCrossentropy(gamma=float("nan")), "gamma", "nan"),
     (lambda: SigmoidFocalCrossentropy(alpha=1.5), "alpha", "1.5"),
-    (lambda: LogitAdjustedCrossentropy([10, 0, 3]), "class_counts", "[10.0, 0.0, 3.0]"),
+    (lambda: LogitAdjustedCrossentropy([10, -1, 3]), "class_counts", "[10.0, -1.0, 3.0]"),
+    (lambda: LogitAdjustedCrossentropy([0, 0, 0]), "class_counts", "[0.0, 0.0, 0.0]"),
     (lambda: LogitAdjustedCrossentropy([10, 3], tau=-1.0), "tau", "-1.0"),
     (lambda: BalancedSoftmaxCrossentropy([[1, 2]]), "class_counts", "[[1, 2]]"),
     (lambda: LDAMCrossentropy([10, 3], max_margin=0.0), "max_margin", "0.0"),
@@ -317,7 +318,7 @@ def test_bad_inputs_raise():
                                             r"got 9\.$"):
         WeightedRecallCrossentropy(target_class=9, recall_weight=2.0)(labels, logits)
     with pytest.raises(ValueError, match=r"classes \[1\]"):
-        LogitAdjustedCrossentropy([5, 0, 1])
+        LogitAdjustedCrossentropy([5, -1, 1])
 
 
 @pytest.mark.parametrize("name, expected", [

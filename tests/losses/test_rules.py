@@ -100,8 +100,10 @@ def test_effective_number_tends_to_inverse_frequency():
 
 
 @pytest.mark.parametrize("make, argument, message", [
-    (lambda: ClassWeights.inverse_frequency([10, 0, 4]), "class_counts",
-     r"^class_counts must be positive.*\[1\].*got \[10.0, 0.0, 4.0\]"),
+    (lambda: ClassWeights.inverse_frequency([10, -2, 4]), "class_counts",
+     r"^class_counts must be non-negative.*\[1\].*got \[10.0, -2.0, 4.0\]"),
+    (lambda: ClassWeights.inverse_frequency([0, 0]), "class_counts",
+     r"^class_counts are all zero.*got \[0.0, 0.0\]"),
     (lambda: ClassWeights.effective_number([10, 5], beta=1.0), "beta", r"^beta must be in \[0, 1\), got 1.0"),
     (lambda: ClassWeights.effective_number([10, 5], beta=-0.1), "beta", r"^beta .*got -0.1"),
     (lambda: ClassWeights([1.0, 2.0], prior_correction="magic"), "prior_correction",
@@ -398,8 +400,8 @@ def test_make_rule():
     ("inverse_frequency", {}, "class_counts", r"^class_counts is needed by the rule 'inverse_frequency'"),
     ("effective_number", {"class_counts": COUNTS, "beta": 1.5}, "beta",
      r"^beta must be in \[0.*, 1.*\), got 1.5"),
-    ("effective_number", {"class_counts": [5, 0, 3, 2]}, "class_counts",
-     r"^class_counts must be positive, but classes \[1\].*got \[5.0, 0.0, 3.0, 2.0\]"),
+    ("effective_number", {"class_counts": [5, -1, 3, 2]}, "class_counts",
+     r"^class_counts must be non-negative, but classes \[1\].*got \[5.0, -1.0, 3.0, 2.0\]"),
     ("target_class", {"target_weight": 2.0}, "target_class",
      r"^target_class is needed by the rule 'target_class'"),
     ("target_class", {"target_class": 4, "target_weight": 2.0}, "target_class",

@@ -314,3 +314,30 @@ def test_mixed_precision_model_trains():
     assert all(np.isfinite(history["loss"]))
     assert history["loss"][-1] < history["loss"][0]
     assert all(not np.allclose(a, w.numpy()) for a, w in zip(before, trainer.model.trainable_weights))
+
+
+def test_sample_weights_equal_keras_fit_sample_weight(mirrored):
+    features, labels = make_data(64)
+    weights = np.random.default_rng(3).uniform(0.0, 3.0, size=64).astype(np.float32)
+    class_weights = [1.0, 2.0, 4.0]
+    weighted = tf.data.Dataset.from_tensor_slices((features, labels, weights)).batch(16)
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        with strategy.scope():
+            trainer = Trainer(model=make_model, num_classes=NUM_CLASSES, strategy=strategy,
+                              optimizer=lambda: keras.optimizers.SGD(0.5), steps_per_loop=2,
+                              reweighting=ClassWeights(class_weights))
+        trainer.fit(weighted, epochs=1)
+
+        reference = make_model()
+        reference.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        # The rule's class weight multiplies the example's own weight.
+        reference.fit(features, labels, batch_size=16, epochs=1, shuffle=False, verbose=0,
+                      sample_weight=weights * np.asarray(class_weights, np.float32)[labels])
+        for ours, expected in zip(trainer.model.weights, reference.weights):
+            np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+        keras_loss = reference.evaluate(features, labels, sample_weight=weights, batch_size=16,
+                                        verbose=0)
+        for collect in (False, True):
+            result = trainer.evaluation(weighted, collect_logits=collect)
+            assert result.loss == pytest.approx(keras_loss, rel=1e-5), collect

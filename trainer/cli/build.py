@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -18,8 +18,8 @@ from callbacks.recall_target import RecallTarget
 from callbacks.tensorboard_extras import TensorBoardExtras
 from losses import registry, warn_if_prior_counted_twice
 from losses.rules import ReweightingRule
+from trainer import cross_fit, decisions
 from trainer import data as data_lib
-from trainer import decisions
 from trainer.cli.config import LossConfig, RecallConfig, RunConfig
 from trainer.cli.errors import flags_named
 from trainer.determinism import enable_determinism, seed_everything
@@ -134,7 +134,8 @@ def load_bundle(config: RunConfig) -> Any:
     data = config.data
     return data_lib.load_data(
         data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
-        label_column=data.label_column, feature_key=data.feature_key, label_key=data.label_key,
+        test_split=data.test_split, label_column=data.label_column, feature_key=data.feature_key,
+        label_key=data.label_key,
         imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.training.seed,
         num_classes=data.num_classes, cache_dir=config.output.model_dir,
         hold_out_validation=config.needs_held_out_split)
@@ -148,12 +149,8 @@ def make_datasets(config: RunConfig, bundle: Any) -> RunData:
     batch_size, seed = config.training.batch_size, config.training.seed
     eval_data = bundle.eval.dataset(batch_size, shuffle=False, seed=seed)
     split = bundle.validation
-    if split is None:
-        held_out = None
-    elif split is bundle.eval:
-        held_out = eval_data
-    else:
-        held_out = split.dataset(batch_size, shuffle=False, seed=seed)
+    # The data layer never makes the choosing split the reporting one.
+    held_out = None if split is None else split.dataset(batch_size, shuffle=False, seed=seed)
     validation = held_out if config.needs_held_out_split and held_out is not None else eval_data
     return RunData(train=bundle.train.dataset(batch_size, shuffle=True, seed=seed), eval=eval_data,
                    held_out=held_out, validation=validation)
@@ -213,8 +210,8 @@ def hparams(config: RunConfig) -> Dict[str, Any]:
 
 
 def make_callbacks(config: RunConfig, bundle: Any, rule: Optional[ReweightingRule], *,
-                   chief: bool) -> List[keras.callbacks.Callback]:
-    """The recall callbacks and TensorBoard extras; each reads `fit`'s one evaluation per epoch."""
+                   chief: bool, tensorboard: bool = True) -> List[keras.callbacks.Callback]:
+    """The recall callbacks and (with `tensorboard`) TensorBoard extras; each reads `fit`'s one evaluation."""
     recall = config.recall
     callbacks: List[keras.callbacks.Callback] = []
     if isinstance(rule, RecallTarget):
@@ -229,33 +226,77 @@ def make_callbacks(config: RunConfig, bundle: Any, rule: Optional[ReweightingRul
             callbacks.append(RecallReduceLROnPlateau(monitor=recall.monitor_key,
                                                      patience=recall.reduce_lr_patience,
                                                      factor=recall.reduce_lr_factor, verbose=1))
-    if config.output.model_dir:
+    if tensorboard and config.output.model_dir:
         callbacks.append(TensorBoardExtras(config.output.model_dir, class_names=bundle.class_names,
                                            hparams=hparams(config), enabled=chief))
     return callbacks
+
+
+def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[ReweightingRule],
+             callbacks: Sequence[keras.callbacks.Callback], strategy: tf.distribute.Strategy,
+             model_dir: Optional[str], input_shape: Sequence[int], feature_mean: Any,
+             feature_variance: Any, num_examples: int) -> Trainer:
+    """The Trainer of the config's model, loss and rule on data of these statistics (seeds nothing)."""
+    training, output = config.training, config.output
+    num_classes = config.data.num_classes
+
+    def model_factory() -> keras.Model:
+        return build_model(config.model.model, input_shape, num_classes, feature_mean=feature_mean,
+                           feature_variance=feature_variance)
+
+    steps_per_epoch = math.ceil(num_examples / training.batch_size) or None
+    progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity)
+    return Trainer(
+        model=model_factory, optimizer=lambda: keras.optimizers.Adam(training.learning_rate),
+        loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
+        steps_per_loop=training.steps_per_loop, model_dir=model_dir,
+        callbacks=[progress, *callbacks], skip_nonfinite_steps=training.skip_nonfinite_steps)
 
 
 def make_trainer(config: RunConfig, bundle: Any, *, loss: keras.losses.Loss,
                  rule: Optional[ReweightingRule], callbacks: Sequence[keras.callbacks.Callback],
                  strategy: tf.distribute.Strategy) -> Trainer:
     """Seeds (`--seed`), then builds the Trainer with the saved operating point of `--model_dir`."""
-    training, output = config.training, config.output
-    num_classes = config.data.num_classes
-
-    def model_factory() -> keras.Model:
-        return build_model(config.model.model, bundle.train.input_shape, num_classes,
-                           feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance)
-
-    steps_per_epoch = math.ceil(bundle.train.num_examples / training.batch_size) or None
-    progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity)
-    seed_everything(training.seed)
-    trainer = Trainer(
-        model=model_factory, optimizer=lambda: keras.optimizers.Adam(training.learning_rate),
-        loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
-        steps_per_loop=training.steps_per_loop, model_dir=output.model_dir,
-        callbacks=[progress, *callbacks], skip_nonfinite_steps=training.skip_nonfinite_steps)
-    trainer.operating_point = decisions.load(output.model_dir)
+    seed_everything(config.training.seed)
+    trainer = _trainer(config, loss=loss, rule=rule, callbacks=callbacks, strategy=strategy,
+                       model_dir=config.output.model_dir, input_shape=bundle.train.input_shape,
+                       feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance,
+                       num_examples=bundle.train.num_examples)
+    trainer.operating_point = decisions.load(config.output.model_dir)
     return trainer
+
+
+def fold_trainer_factory(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, *,
+                         changed: Sequence[str] = ()) -> Callable[[cross_fit.Fold], Trainer]:
+    """`build_trainer` of `trainer.cross_fit.out_of_fold_logits`: the run's recipe, for one fold.
+
+    Each fold's Trainer gets a fresh loss, rule and recall callbacks built from
+    the fold's class counts, a model normalised with the fold's feature
+    statistics, the run's strategy, and the fold's own directory (no
+    TensorBoard extras; the Trainer's own scalars go to `<fold dir>/train`
+    and `eval`). It seeds nothing: `out_of_fold_logits` seeds each fold.
+
+    Args:
+      config: The config, after `RunConfig.with_data(...)`.
+      bundle: The loaded data.
+      strategy: The run's strategy.
+      changed: As for `build`: a resumed fold then takes the new `learning_rate`.
+    """
+    is_chief_process = chief(strategy)
+    input_shape = tuple(bundle.train.input_shape)
+
+    def build_fold(fold: cross_fit.Fold) -> Trainer:
+        loss = make_loss(config.loss, fold.class_counts)
+        rule = make_rule(config, fold.class_counts, config.data.num_classes, loss)
+        callbacks = make_callbacks(config, bundle, rule, chief=is_chief_process, tensorboard=False)
+        if "learning_rate" in changed:
+            callbacks.insert(0, ResumedLearningRate(config.training.learning_rate))
+        return _trainer(config, loss=loss, rule=rule, callbacks=callbacks, strategy=strategy,
+                        model_dir=fold.model_dir, input_shape=input_shape,
+                        feature_mean=fold.feature_mean, feature_variance=fold.feature_variance,
+                        num_examples=len(fold.train_indices))
+
+    return build_fold
 
 
 def build(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, *,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from absl import flags
 
@@ -21,6 +21,7 @@ from trainer.checks import (
 from trainer.cli import flag_groups
 from trainer.cli.errors import UsageError
 from trainer.cli.fingerprint import DATA_NAMES
+from trainer.decisions.cutoffs import can_show_recall, shown_confidence
 from trainer.models import pick_model_name
 
 FLAGS = flags.FLAGS
@@ -29,8 +30,10 @@ RECALL_TARGET_MODES = ("target_class", "worst_class")
 
 # Config fields a resumed run may change freely: they extend the run (epochs), say where it runs or
 # what happens on a fault, or only observe it. Every other field is compared with the saved run's.
+# `decision_folds` changes only which data chooses the operating point after training, not the
+# model; the fold directories refuse a cross-fit of other folds themselves (`trainer.cross_fit`).
 UNCOMPARED = ("epochs", "skip_nonfinite_steps", "strategy", "num_cpu_devices", "tpu", "model_dir",
-              "export_dir", "allow_config_change", "verbosity")
+              "export_dir", "allow_config_change", "verbosity", "decision_folds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,7 @@ class DataConfig:
     dataset: str
     eval_dataset: Optional[str]
     validation_split: float
+    test_split: float
     label_column: str
     feature_key: str
     label_key: str
@@ -76,7 +80,10 @@ class RecallConfig:
     """Recall targets, recall callbacks and calibration (`trainer.cli.flag_groups.recall`).
 
     `calibrate` is resolved: its default (on with a target recall, or with the
-    worst-class controller) is already applied.
+    worst-class controller) is already applied. `decision_folds` is None
+    (automatic) until `RunConfig.with_data` resolves it to 0 (the held-out
+    split chooses the operating point) or K >= 2 (out-of-fold logits of
+    every training row do; `choose_decision_folds`).
     """
 
     target_class: Optional[int]
@@ -91,6 +98,14 @@ class RecallConfig:
     reduce_lr_factor: float
     calibrate: bool
     max_balanced_accuracy_drop: float
+    decision_folds: Optional[int] = None
+    decision_confidence: float = 0.5
+    decision_estimator: str = "harrell_davis"
+
+    @property
+    def cross_fits(self) -> bool:
+        """Whether the operating point is chosen on out-of-fold logits (`decision_folds` >= 2)."""
+        return self.calibrate and bool(self.decision_folds)
 
     @property
     def monitor_key(self) -> str:
@@ -197,25 +212,40 @@ class RunConfig:
         return self.loss.reweighting == "recall_target"
 
     @property
+    def steers_on_held_out_split(self) -> bool:
+        """Whether anything reads the held-out split during training: the controller, recall callbacks."""
+        recall = self.recall
+        return self.uses_controller or recall.stops_early or recall.reduces_lr
+
+    @property
     def needs_held_out_split(self) -> bool:
         """Whether anything learns from the held-out split: controller, calibration, recall callbacks.
 
         Then the held-out split is also the per-epoch validation data, so every
-        callback reads the one evaluation `fit` makes per epoch.
+        callback reads the one evaluation `fit` makes per epoch. A calibration
+        on out-of-fold logits (`--decision_folds=K`) does not need it; the
+        automatic `--decision_folds` does (it counts the split's examples).
         """
         recall = self.recall
-        return self.uses_controller or recall.calibrate or recall.stops_early or recall.reduces_lr
+        if recall.decision_folds is None:  # automatic: decided on the held-out split's counts
+            calibrates_on_it = recall.calibrate
+        else:
+            calibrates_on_it = recall.calibrate and recall.decision_folds == 0
+        return self.steers_on_held_out_split or calibrates_on_it
 
-    def with_data(self, num_classes: int, input_shape: Tuple[int, ...],
-                  has_held_out_split: bool) -> "RunConfig":
+    def with_data(self, num_classes: int, input_shape: Tuple[int, ...], has_held_out_split: bool, *,
+                  held_out_class_counts: Optional[Sequence[int]] = None) -> "RunConfig":
         """Checks the flags against the loaded data; returns the config with data defaults resolved.
 
-        `num_classes` and `model` take the data's values when not given.
+        `num_classes` and `model` take the data's values when not given;
+        `decision_folds` its automatic value (`choose_decision_folds`).
 
         Args:
           num_classes: Number of classes of the loaded data.
           input_shape: Per-example feature shape.
           has_held_out_split: Whether the data has a held-out split of the training data.
+          held_out_class_counts: Examples per class of that split (for the
+            automatic `--decision_folds`; without them it is off).
 
         Raises:
           UsageError: naming the flag that does not fit the data.
@@ -230,13 +260,85 @@ class RunConfig:
                              f"classes: give one weight per class.")
         if self.needs_held_out_split and not has_held_out_split:
             raise UsageError(
-                "--reweighting=recall_target, --calibrate and the recall-driven callbacks need a "
-                "held-out split of the training data, and with --eval_dataset there is none (the "
-                "evaluation data must not steer training). Drop --eval_dataset to hold out "
-                "--validation_split of --dataset.")
+                "--reweighting=recall_target, --calibrate (without --decision_folds) and the "
+                "recall-driven callbacks need a held-out split of the training data, and with "
+                "--eval_dataset there is none (the evaluation data must not steer training). Drop "
+                "--eval_dataset to hold out --validation_split of --dataset.")
+        folds = choose_decision_folds(self.recall, held_out_class_counts).folds
         return dataclasses.replace(
             self, data=dataclasses.replace(self.data, num_classes=num_classes),
-            model=ModelConfig(self.model.model or pick_model_name(input_shape)))
+            model=ModelConfig(self.model.model or pick_model_name(input_shape)),
+            recall=dataclasses.replace(self.recall, decision_folds=folds))
+
+
+# ------------------------------------------------------------------ cross-fitted decisions
+
+# The folds the automatic --decision_folds turns on.
+AUTOMATIC_DECISION_FOLDS = 5
+# The confidence at which the validation split must be able to show the target recall, or the
+# automatic --decision_folds cross-fits (independent of --decision_confidence, which sets how the
+# cut-off is placed: a split too small to show the target is too small to place it well).
+SHOWABLE_CONFIDENCE = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionFolds:
+    """The resolved `--decision_folds` and why.
+
+    Attributes:
+      folds: 0 (choose on the held-out split) or K >= 2 (on out-of-fold logits).
+      automatic: Whether the flag was left to its default.
+      reason: One sentence for the log and metrics.json.
+    """
+
+    folds: int
+    automatic: bool
+    reason: str
+
+
+def choose_decision_folds(recall: RecallConfig,
+                          held_out_class_counts: Optional[Sequence[int]]) -> DecisionFolds:
+    """Resolves `--decision_folds`: as given, or automatic.
+
+    Automatic: `AUTOMATIC_DECISION_FOLDS` for a target-recall calibration whose
+    held-out split cannot show the target, i.e. when even catching all `n` of
+    its target-class examples gives a one-sided lower confidence bound below
+    `--target_recall` at `SHOWABLE_CONFIDENCE` (the exact bound,
+    `trainer.decisions.cutoffs.can_show_recall`: exact, so `t ** n > 1 -
+    confidence`; 0.9 at 0.9 needs 22 examples); otherwise off (also for
+    worst-class offsets and without a calibration).
+
+    Args:
+      recall: The recall settings (`decision_folds` None for automatic).
+      held_out_class_counts: Examples per class of the held-out split, or None.
+    """
+    given = recall.decision_folds
+    if given is not None:
+        if not recall.calibrate:
+            return DecisionFolds(0, False, "no operating point is calibrated")
+        if given == 0:
+            return DecisionFolds(0, False, "--decision_folds=0: the held-out split chooses")
+        return DecisionFolds(given, False, f"--decision_folds={given} given")
+    if not recall.calibrate:
+        return DecisionFolds(0, True, "no operating point is calibrated")
+    if recall.calibration_kind != "target_recall":
+        return DecisionFolds(0, True, "automatic cross-fitting is for --target_recall only; the "
+                                      "held-out split chooses the worst-class offsets (pass "
+                                      "--decision_folds=K to cross-fit them)")
+    if held_out_class_counts is None:
+        return DecisionFolds(0, True, "the held-out class counts are unknown")
+    k, target = recall.target_class, recall.target_recall
+    n = int(held_out_class_counts[k]) if k < len(held_out_class_counts) else 0
+    shown = shown_confidence(n, n, target) if n else 0.0
+    facts = (f"the held-out split has {n} example(s) of class {k}: catching all of them shows "
+             f"recall >= {target:g} at {shown:.1%} confidence")
+    if n == 0 or not can_show_recall(n, target, SHOWABLE_CONFIDENCE):
+        return DecisionFolds(AUTOMATIC_DECISION_FOLDS, True,
+                             f"{facts}, below {SHOWABLE_CONFIDENCE:.0%}: "
+                             f"cross-fitting with {AUTOMATIC_DECISION_FOLDS} folds (--decision_folds=0 "
+                             f"turns it off)")
+    return DecisionFolds(0, True, f"{facts}, enough for {SHOWABLE_CONFIDENCE:.0%}: no "
+                                  f"cross-fitting (--decision_folds=K turns it on)")
 
 
 # ------------------------------------------------------------------ reading the flags
@@ -285,7 +387,8 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
     config = RunConfig(
         data=DataConfig(
             dataset=f.dataset, eval_dataset=f.eval_dataset, validation_split=f.validation_split,
-            label_column=f.label_column, feature_key=f.feature_key, label_key=f.label_key,
+            test_split=f.test_split, label_column=f.label_column, feature_key=f.feature_key,
+            label_key=f.label_key,
             imbalance_ratio=f.imbalance_ratio, data_dir=f.data_dir, num_classes=f.num_classes),
         model=ModelConfig(model=f.model),
         loss=LossConfig(
@@ -298,7 +401,9 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             recall_target_step_size=f.recall_target_step_size, monitor=f.monitor,
             early_stopping_patience=f.early_stopping_patience, stop_at_recall=f.stop_at_recall,
             reduce_lr_patience=f.reduce_lr_patience, reduce_lr_factor=f.reduce_lr_factor,
-            calibrate=bool(calibrate), max_balanced_accuracy_drop=f.max_balanced_accuracy_drop),
+            calibrate=bool(calibrate), max_balanced_accuracy_drop=f.max_balanced_accuracy_drop,
+            decision_folds=f.decision_folds, decision_confidence=f.decision_confidence,
+            decision_estimator=f.decision_estimator),
         training=TrainingConfig(
             epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
             steps_per_loop=f.steps_per_loop, seed=f.seed, deterministic=f.deterministic,
@@ -373,6 +478,17 @@ def _check_recall(config: RunConfig, explicit_calibrate: Optional[bool]) -> None
         check_positive(recall.recall_target_step_size, "--recall_target_step_size")
     check_number(recall.max_balanced_accuracy_drop, "--max_balanced_accuracy_drop", minimum=0.0,
                  maximum=1.0)
+    check_number(recall.decision_confidence, "--decision_confidence", minimum=0.5, maximum=1.0,
+                 exclusive_maximum=True)
+    if recall.decision_folds is not None:
+        check_integer(recall.decision_folds, "--decision_folds", minimum=0)
+        if recall.decision_folds == 1:
+            raise UsageError("--decision_folds=1 is no cross-fit: give 0 (off) or K >= 2 folds.")
+        if recall.decision_folds and not recall.calibrate:
+            raise UsageError(f"--decision_folds={recall.decision_folds} chooses the operating point, and "
+                             f"no operating point is calibrated: give --target_class and "
+                             f"--target_recall (or --recall_target_mode=worst_class with "
+                             f"--calibrate).")
     for name in ("early_stopping_patience", "reduce_lr_patience"):
         value = getattr(recall, name)
         if value is not None:

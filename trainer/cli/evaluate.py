@@ -89,7 +89,8 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
     data = config.data
     bundle = data_lib.load_data(
         data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
-        label_column=data.label_column, feature_key=data.feature_key, label_key=data.label_key,
+        test_split=data.test_split, label_column=data.label_column, feature_key=data.feature_key,
+        label_key=data.label_key,
         imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.seed,
         num_classes=len(class_names), cache_dir=config.model_dir)
     if list(bundle.class_names) != class_names:

@@ -6,28 +6,33 @@ Every check of the flags and the data happens before the first step; so does the
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from trainer import cross_fit
+from trainer.checks import ArgumentError
 from trainer.cli import app, build, fingerprint, report
 from trainer.cli import config as config_lib
 from trainer.cli.config import RunConfig
+from trainer.cli.errors import UsageError, flags_named
 from trainer.cli.flag_groups import GROUPS
 from trainer.export import export_saved_model
 from trainer.json_files import write_json_atomically
-from trainer.metrics import format_per_class_table
+from trainer.metrics import format_decision_table
 
 METRICS_FILENAME = "metrics.json"
 USAGE = """Train a classifier on imbalanced data and report per-class metrics.
 
 USAGE: python -m trainer.main --dataset=csv:data.csv --label_column=fault --model_dir=runs/faults [flags]
 
-Writes checkpoints, TensorBoard events, metrics.json and the exported model under --model_dir; the
-same command on the same --model_dir resumes (refused, before training, if its settings or data
-changed: see --allow_config_change). Exit status: 0 done, 2 bad flags or data ("error: ..."),
-3 a non-finite loss, 143 preempted after saving a checkpoint.
+Writes checkpoints, TensorBoard events, metrics.json and the exported model under --model_dir (with
+--decision_folds, the fold models under <model_dir>/folds too); the same command on the same
+--model_dir resumes (refused, before training, if its settings or data changed: see
+--allow_config_change). Exit status: 0 done, 2 bad flags or data ("error: ..."), 3 a non-finite loss,
+143 preempted after saving a checkpoint.
 """
 
 
@@ -55,39 +60,124 @@ def run(config: RunConfig) -> Dict[str, Any]:
     chief = build.chief(strategy)
     bundle = build.load_bundle(config)
     logging.info("Data: %s", bundle.description)
+    held_out_counts = None if bundle.validation is None else bundle.validation.class_counts
+    folds_choice = config_lib.choose_decision_folds(config.recall, held_out_counts)
     config = config.with_data(bundle.num_classes, tuple(bundle.train.input_shape),
-                              bundle.validation is not None)
+                              bundle.validation is not None, held_out_class_counts=held_out_counts)
+    if config.recall.calibrate:
+        logging.info("Operating point data (--decision_folds=%d%s): %s.",
+                     config.recall.decision_folds, ", automatic" if folds_choice.automatic else "",
+                     folds_choice.reason)
     model_dir = config.output.model_dir
     current = run_fingerprint(config, bundle)
     resume = fingerprint.check_resume(model_dir, current, config.output.allow_config_change,
                                       write=chief)
 
-    parts = build.build(config, bundle, strategy,
-                        changed=[difference.name for difference in resume.allowed])
+    # Cross-fitting reads the training rows into memory and refuses fold files of another
+    # cross-fit now, before anything trains.
+    rows = _cross_fit_rows(config, bundle) if config.recall.cross_fits else None
+    changed = [difference.name for difference in resume.allowed]
+    parts = build.build(config, bundle, strategy, changed=changed)
     trainer = parts.trainer
     trainer.fit(parts.data.train, total_epochs=config.training.epochs,
                 validation_data=parts.data.validation)
 
+    # The reporting data's logits, once: every figure of the report comes from them.
     logits, labels = trainer.collect_logits(parts.data.eval)
-    evaluation = report.argmax_metrics(logits, labels)
-    metrics = report.training_metrics(
-        evaluation, class_names=bundle.class_names, trainer=trainer, rule=parts.rule,
-        flag_values=config_lib.project_flag_values(), config_changes=resume.changes())
+    argmax = report.argmax_metrics(logits, labels)
+    measured_on = report.describe_split(bundle.eval)
+    point_report, decision_data = None, None
     if config.recall.calibrate:
-        # One pass more over the held-out split, unless it is the evaluation data itself.
-        held_out = (logits, labels) if parts.data.held_out is parts.data.eval \
-            else trainer.collect_logits(parts.data.held_out)
-        point = report.calibrate(trainer, config.recall, *held_out, save=chief)
-        metrics["operating_point"] = report.operating_point_report(point, config.recall, logits, labels,
-                                                                   evaluation)
+        choosing, decision_data = _choosing_logits(config, bundle, strategy, parts, changed,
+                                                   folds_choice, rows)
+        point = report.calibrate(trainer, config.recall, *choosing, save=chief)
+        point_report = report.operating_point_report(
+            point, config.recall, logits, labels, argmax, chosen_on=decision_data["chosen_on"],
+            measured_on=measured_on)
+    # A resumed run serves the operating point it saved before, if any.
+    decision = report.describe_decision(trainer.operating_point, bundle.class_names)
+    served = report.served_metrics(trainer.operating_point, logits, labels)
+    metrics = report.training_metrics(
+        served, class_names=bundle.class_names, trainer=trainer, rule=parts.rule,
+        flag_values=config_lib.project_flag_values(), config_changes=resume.changes(),
+        argmax=argmax, decision=decision, measured_on=measured_on)
+    metrics["data_splits"] = bundle.splits_summary()
+    if point_report is not None:
+        metrics["operating_point"] = point_report
+        metrics["decision_data"] = decision_data
     if chief:
         fingerprint.record_run(model_dir, current, resume)
         write_json_atomically(os.path.join(model_dir, METRICS_FILENAME), metrics)
         _export(config, bundle, trainer)
-        print(format_per_class_table(evaluation, bundle.class_names))
+        chosen = "" if decision_data is None else f"; chosen on {decision_data['chosen_on']}"
+        print(format_decision_table(served, argmax, bundle.class_names, decision=decision,
+                                    measured_on=measured_on + chosen))
         print(f"Wrote {os.path.join(model_dir, METRICS_FILENAME)}; "
               f"TensorBoard: tensorboard --logdir {model_dir}")
     return metrics
+
+
+def _cross_fit_rows(config: RunConfig, bundle: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """The training rows in memory, after checking `<model_dir>/folds` against this cross-fit.
+
+    Raises:
+      UsageError: when the training split is too large to hold.
+      ArgumentError: naming `--model_dir` when its folds are another cross-fit's.
+    """
+    recall = config.recall
+    try:
+        features, labels = cross_fit.training_arrays(bundle.train)
+    except ArgumentError as error:
+        if error.argument != "split":
+            raise
+        raise UsageError(f"--decision_folds={recall.decision_folds}: cross-fitting reads the training "
+                         f"split into memory and {error.value} {error.requirement}. Pass "
+                         f"--decision_folds=0 to choose on the held-out split.") from None
+    with flags_named(num_folds="decision_folds"):
+        done = cross_fit.finished_folds(features, labels, num_folds=recall.decision_folds,
+                                        epochs=config.training.epochs, seed=config.training.seed,
+                                        model_dir=config.output.model_dir)
+    if done:
+        logging.info("Cross-fit: fold(s) %s of %d finished earlier; they are not retrained.",
+                     ", ".join(map(str, done)), recall.decision_folds)
+    return features, labels
+
+
+def _choosing_logits(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, parts: Any,
+                     changed: List[str], folds_choice: config_lib.DecisionFolds,
+                     rows: Optional[Tuple[np.ndarray, np.ndarray]]
+                     ) -> Tuple[Tuple[np.ndarray, np.ndarray], Dict[str, Any]]:
+    """The logits and labels the operating point is chosen on, and what they are (for metrics.json).
+
+    With `--decision_folds=K`: the out-of-fold logits of every training row
+    (`trainer.cross_fit`); the served model stays the one trained on all of
+    them. Otherwise the validation split's logits (one pass more over it; the
+    data layer never makes it the evaluation data).
+    """
+    recall = config.recall
+    facts: Dict[str, Any] = {"automatic": folds_choice.automatic, "reason": folds_choice.reason,
+                             "served_model": "trained on all the training rows"}
+    if not recall.cross_fits:
+        logits, labels = parts.trainer.collect_logits(parts.data.held_out)
+        facts.update(source=f"{bundle.validation.name}_split", folds=0, rows=int(len(labels)),
+                     chosen_on=report.describe_split(bundle.validation))
+        return (logits, labels), facts
+    features, labels = rows
+    # The recall callbacks of each fold read what the main model's read; without them, nothing.
+    validation = parts.data.validation if config.steers_on_held_out_split else None
+    with flags_named(num_folds="decision_folds"):
+        out_of_fold = cross_fit.out_of_fold_logits(
+            build.fold_trainer_factory(config, bundle, strategy, changed=changed), features, labels,
+            num_folds=recall.decision_folds, epochs=config.training.epochs,
+            batch_size=config.training.batch_size, seed=config.training.seed,
+            model_dir=config.output.model_dir, validation_data=validation,
+            num_classes=config.data.num_classes)
+    facts.update(source="out_of_fold", folds=out_of_fold.num_folds, rows=out_of_fold.num_rows,
+                 chosen_on=out_of_fold.describe(),
+                 folds_dir=os.path.join(config.output.model_dir, cross_fit.FOLDS_DIRNAME))
+    if recall.target_class is not None:
+        facts["target_class_rows"] = int(np.sum(out_of_fold.labels == recall.target_class))
+    return (out_of_fold.logits, out_of_fold.labels), facts
 
 
 def _export(config: RunConfig, bundle: Any, trainer: Any) -> None:

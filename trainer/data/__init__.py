@@ -1,16 +1,19 @@
-"""The input layer: `load_data` turns a dataset spec into train/eval `tf.data` pipelines.
+"""The input layer: `load_data` turns a dataset spec into train/validation/eval `tf.data` pipelines.
 
 Sources: synthetic, fashion_mnist_lt, npz:PATH, csv:PATH, tfrecord:GLOB (see `sources.load_data`).
 """
 
 # Modules, one job each: `sources` (specs, `load_data`), `bundle` (`DataSplit`, `DataBundle`),
 # `arrays` (in-memory data, NPZ), `csv_source` / `tfrecord_source` (streamed files), `streaming`
-# (their statistics pass and pipeline), `splits` (stratified splits), `stats` (counts, moments,
-# JSON cache), `labels` (label -> class index), `synthetic`, `fashion_mnist`, `errors`.
+# (their statistics pass and pipeline), `splits` (stratified train/validation/test splits and
+# K folds), `stats` (counts, moments, JSON cache), `labels` (label -> class index), `synthetic`,
+# `fashion_mnist`, `errors`.
 
 from .bundle import DataBundle, DataSplit
-from .errors import DataArgumentError, InputDataError
-from .sources import VALID_FORMS, load_data, parse_spec
+from .errors import DataArgumentError, DataWarning, InputDataError
+from .sources import TINY_CLASS_SIZE, VALID_FORMS, load_data, parse_spec
+from .splits import DEFAULT_TEST_SPLIT, stratified_fold_ids, stratified_folds
 
-__all__ = ["DataArgumentError", "DataBundle", "DataSplit", "InputDataError", "VALID_FORMS",
-           "load_data", "parse_spec"]
+__all__ = ["DEFAULT_TEST_SPLIT", "DataArgumentError", "DataBundle", "DataSplit", "DataWarning",
+           "InputDataError", "TINY_CLASS_SIZE", "VALID_FORMS", "load_data", "parse_spec",
+           "stratified_fold_ids", "stratified_folds"]

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from . import stats
+from . import splits, stats
 from .bundle import DataSplit
 from .errors import InputDataError, describe_location
 
@@ -47,12 +47,27 @@ class ArrayPipeline:
         ds = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
+    def folds(self, k: int, seed: int, fold_counts: np.ndarray) -> List[Tuple["ArrayPipeline",
+                                                                            "ArrayPipeline"]]:
+        """(training side, held-out side) pipelines of each fold (`splits.stratified_folds`)."""
+        num_classes = int(np.asarray(fold_counts).shape[1])
+        out = []
+        for j, (train, held) in enumerate(splits.stratified_folds(self._y_np, k, seed, num_classes)):
+            counts = np.bincount(self._y_np[held], minlength=num_classes)
+            if not np.array_equal(counts, fold_counts[j]):
+                raise AssertionError(f"fold {j}: counts {counts.tolist()} differ from the rule's "
+                                     f"{np.asarray(fold_counts[j]).tolist()}")
+            out.append((ArrayPipeline(self._x_np[train], self._y_np[train]),
+                        ArrayPipeline(self._x_np[held], self._y_np[held])))
+        return out
 
-def array_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> DataSplit:
+
+def array_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int,
+                origin: str = "") -> DataSplit:
     """Wraps validated arrays as a `DataSplit`."""
     return DataSplit(name=name, input_shape=tuple(int(d) for d in x.shape[1:]),
                      class_counts=np.bincount(y, minlength=num_classes).astype(np.int64),
-                     num_examples=int(len(y)), pipeline=ArrayPipeline(x, y))
+                     num_examples=int(len(y)), pipeline=ArrayPipeline(x, y), origin=origin)
 
 
 def load_npz(path: str) -> Tuple[np.ndarray, np.ndarray]:

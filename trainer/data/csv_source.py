@@ -21,6 +21,7 @@ import tensorflow as tf
 from . import stats, streaming
 from .errors import InputDataError, describe_location, tf_message
 from .labels import LabelSpace
+from .splits import SplitRule
 from .stats import SplitCounter, StreamSummary
 
 
@@ -113,7 +114,7 @@ def _locate(path: str, columns: List[str], start: int, error: tf.errors.OpError)
     return InputDataError(f"file {path!r}: cannot parse rows {start + 1}-{end}: {tf_message(error)}")
 
 
-def scan(path: str, *, label_column: str, validation_split: Optional[float], seed: int,
+def scan(path: str, *, label_column: str, rule: Optional[SplitRule],
          known: Optional[LabelSpace] = None, num_classes: Optional[int] = None,
          cache_dir: Optional[str] = None) -> StreamSummary:
     """One streaming pass: validates every row and counts classes, split sides and moments.
@@ -121,27 +122,26 @@ def scan(path: str, *, label_column: str, validation_split: Optional[float], see
     Args:
       path: The CSV file.
       label_column: The label column's name.
-      validation_split: Held-out fraction, or None to keep every row for training.
-      seed: Split seed.
+      rule: The split (fractions and seed), or None to keep every row for training.
       known: The training label space (for an eval file).
       num_classes: If given, integer labels must lie in [0, num_classes).
       cache_dir: Where to cache the summary as JSON (keyed by path, mtime, size).
 
     Returns:
-      The summary (training-side counts and moments; held-out counts).
+      The summary (training-part counts and moments; validation and test counts).
 
     Raises:
       InputDataError: At the first bad row.
     """
     columns, label_index = read_header(path, label_column)
     key = {"kind": "csv", "files": stats.file_signature([path]), "label_column": label_column,
-           "validation_split": validation_split, "seed": seed, "num_classes": num_classes,
+           "split": stats.rule_key(rule), "num_classes": num_classes,
            "known": None if known is None else [known.mode, known.names]}
     cached = stats.load_cached(cache_dir, key)
     if cached is not None:
         return cached
     feature_names = [c for i, c in enumerate(columns) if i != label_index]
-    counter = SplitCounter(validation_split, seed, moments=known is None)
+    counter = SplitCounter(rule, moments=known is None)
     batches = (_lines(path).batch(streaming.STATS_BATCH)
                .map(_decoder(len(columns), label_index), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)

@@ -112,3 +112,10 @@ def tf_message(error: BaseException) -> str:
     msg = re.sub(r"\s*\[Op:[^\]]*\].*", "", msg, flags=re.S)
     msg = re.sub(r"\s*\[\[\{\{node [^\]]*\]\]", "", msg)
     return msg.strip()
+
+
+class DataWarning(UserWarning):
+    """A fact about the data that weakens what can be learnt or shown (absent or tiny classes).
+
+    `load_data` emits one per finding and keeps its text in `DataBundle.notes`.
+    """

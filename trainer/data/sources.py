@@ -1,12 +1,13 @@
 """`load_data`: turns dataset specs (`synthetic`, `csv:PATH`, ...) into a `DataBundle`.
 
-Parses the spec, loads or scans the source, makes the stratified split, and checks eval labels.
+Parses the spec, loads or scans the source, makes the stratified splits, and checks eval labels.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, List, Optional, Tuple
+import warnings
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -15,8 +16,9 @@ from trainer.checks import check_number, check_positive_integer
 
 from . import arrays, csv_source, fashion_mnist, splits, synthetic, tfrecord_source
 from .bundle import DataBundle, DataSplit
-from .errors import InputDataError, checked, describe_location
+from .errors import DataWarning, InputDataError, checked, describe_location
 from .labels import LabelSpace
+from .splits import TEST, TRAIN, VALIDATION, SplitRule
 from .stats import Moments, StreamSummary
 from .streaming import StreamPipeline
 
@@ -115,54 +117,126 @@ def _check_eval_seen(train_counts: np.ndarray, eval_split: DataSplit, names: Lis
             f"{int(eval_split.class_counts[c])} examples of it, the training split has none")
 
 
+# A class with fewer training rows than this is "tiny" (a warning; losses cap its weight).
+# The same number as `losses.rules.TINY_CLASS_SIZE` (the layers do not import each other).
+TINY_CLASS_SIZE = 5
+
+
 def _require_held_out(split: DataSplit, dataset: str, p: float) -> None:
-    """Raises if the held-out split is empty."""
+    """Raises if the validation split is empty."""
     if split.num_examples == 0:
         raise InputDataError(
             f"validation_split={p} holds out no examples of {dataset} (too few examples per "
             "class); raise it or give separate evaluation data", argument="validation_split", value=p)
 
 
-def _stream_scan(spec: DatasetSpec, p: Optional[float], *, label_column: str, feature_key: str,
-                 label_key: str, seed: int, known: Optional[LabelSpace],
+def _require_test(split: DataSplit, dataset: str, t: float) -> None:
+    """Raises if the test split is empty."""
+    if split.num_examples == 0:
+        raise InputDataError(
+            f"test_split={t} holds out no examples of {dataset} (too few examples per class); "
+            "raise it or give separate evaluation data", argument="test_split", value=t)
+
+
+def _stream_scan(spec: DatasetSpec, rule: Optional[SplitRule], *, label_column: str,
+                 feature_key: str, label_key: str, known: Optional[LabelSpace],
                  num_classes: Optional[int], cache_dir: Optional[str]
                  ) -> Tuple[StreamSummary, Callable[[], tf.data.Dataset]]:
     """Scans a streamed source; returns (summary, builder of parsed batches)."""
     if spec.kind == "csv":
-        summary = csv_source.scan(spec.path, label_column=label_column, validation_split=p,
-                                  seed=seed, known=known, num_classes=num_classes,
-                                  cache_dir=cache_dir)
+        summary = csv_source.scan(spec.path, label_column=label_column, rule=rule, known=known,
+                                  num_classes=num_classes, cache_dir=cache_dir)
         space = LabelSpace(summary.label_mode, summary.class_names)
         return summary, csv_source.parsed_batches(spec.path, label_column, space)
     summary, files = tfrecord_source.scan(spec.path, feature_key=feature_key, label_key=label_key,
-                                          validation_split=p, seed=seed, known=known,
-                                          num_classes=num_classes, cache_dir=cache_dir)
+                                          rule=rule, known=known, num_classes=num_classes,
+                                          cache_dir=cache_dir)
     return summary, tfrecord_source.parsed_batches(files, feature_key, label_key,
                                                    summary.input_shape[0])
 
 
 def _stream_split(name: str, summary: StreamSummary, build: Callable[[], tf.data.Dataset],
-                  counts: List[int], split: Optional[Tuple[np.ndarray, float, bool]]) -> DataSplit:
-    """A streamed `DataSplit`: one side (`split`) of the parsed batches `build` returns."""
+                  counts: Sequence[int], stages: Sequence[tuple], origin: str) -> DataSplit:
+    """A streamed `DataSplit`: the rows of the parsed batches `build` returns that `stages` keep."""
     counts_arr = np.asarray(counts, dtype=np.int64)
     n = int(counts_arr.sum())
     return DataSplit(name=name, input_shape=tuple(summary.input_shape), class_counts=counts_arr,
                      num_examples=n,
-                     pipeline=StreamPipeline(build, len(summary.class_names), split,
-                                             summary.input_shape, n))
+                     pipeline=StreamPipeline(build, len(summary.class_names), stages,
+                                             summary.input_shape, n),
+                     origin=origin)
+
+
+def _class_notes(names: List[str], train: DataSplit, validation: Optional[DataSplit],
+                 test: Optional[DataSplit]) -> List[str]:
+    """Warnings about absent, tiny and split-starved classes (each also emitted as a DataWarning)."""
+    notes = []
+    for c, name in enumerate(names):
+        n_train = int(train.class_counts[c])
+        n_val = 0 if validation is None else int(validation.class_counts[c])
+        n_test = 0 if test is None else int(test.class_counts[c])
+        label = f"class {c} ({name!r})"
+        if n_train == 0:
+            notes.append(
+                f"{label} has no training example (a label code with no rows, or a class missing "
+                "from this subset): the model cannot learn it; prior-based losses and rules give "
+                "it a pseudo-count, and its metrics are NaN where it has no support")
+            continue
+        if n_train < TINY_CLASS_SIZE:
+            notes.append(
+                f"{label} has only {n_train} training example{'s' if n_train > 1 else ''} (fewer "
+                f"than {TINY_CLASS_SIZE}): inverse-frequency-style weights cap it at the weight of "
+                f"a class with {TINY_CLASS_SIZE}, and any recall measured for it rests on a "
+                "handful of rows")
+        missing = []
+        if validation is not None and n_val == 0:
+            missing.append("no validation rows, so no choice can be checked on it")
+        if test is not None and n_test == 0:
+            missing.append("no test rows, so its test metrics are NaN")
+        if missing:
+            total = n_train + n_val + n_test
+            notes.append(
+                f"{label} has {total} row{'s' if total > 1 else ''}, too few for every split: "
+                f"{n_train} train, {n_val} validation" + (f", {n_test} test" if test is not None else "")
+                + " (a class fills training first, then validation, then test); it has "
+                + " and ".join(missing))
+    for note in notes:
+        warnings.warn(note, DataWarning, stacklevel=3)
+    return notes
 
 
 def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_split: float = 0.2,
-              label_column: str = "label", feature_key: str = "features", label_key: str = "label",
+              test_split: float = splits.DEFAULT_TEST_SPLIT, label_column: str = "label",
+              feature_key: str = "features", label_key: str = "label",
               imbalance_ratio: float = 100.0, data_dir: Optional[str] = None, seed: int = 0,
               num_classes: Optional[int] = None, cache_dir: Optional[str] = None,
               hold_out_validation: bool = False) -> DataBundle:
-    """Loads (or scans) the training and eval data and validates every example.
+    """Loads (or scans) the training, validation and eval data and validates every example.
+
+    The data that chooses (`validation`: controller, calibration, early stopping) is never
+    the data that reports (`eval`):
+
+    - `eval_dataset` None, a file source (npz, csv, tfrecord): three disjoint stratified
+      parts of `dataset`, per class: `validation` (`validation_split` of each class),
+      `eval` = a held-out test split (`test_split` of each class) and `train` (the rest).
+      Each part's count of each class is within one row of its fraction; a class's first
+      row always trains and (with `validation_split > test_split * (validation_split +
+      test_split)`, true for the defaults) its first held-out row goes to validation, so a
+      tiny class fills training, then validation, then test (a `DataWarning` names each
+      class left without validation or test rows). Deterministic given `seed` (see
+      `trainer.data.splits`).
+    - `eval_dataset` None, `synthetic` / `fashion_mnist_lt`: `train` and `validation` split
+      the long-tailed pool; `eval` is the benchmark's balanced test set (`test_split` unused).
+    - `eval_dataset` given: `eval` is that data; `train` is all of `dataset` and
+      `validation` None, unless `hold_out_validation`, which holds out the stratified
+      `validation_split` of `dataset` (`test_split` unused).
 
     Args:
       dataset: `synthetic`, `fashion_mnist_lt`, `npz:PATH`, `csv:PATH` or `tfrecord:GLOB`.
-      eval_dataset: Same forms; None for the default held-out data (below).
-      validation_split: Held-out fraction in (0, 1), stratified per class.
+      eval_dataset: Same forms; None for the default held-out data (above).
+      validation_split: Fraction of each class held out to choose, in (0, 1).
+      test_split: Fraction of each class held out to report, in [0, 1) (default 0.2);
+        must be > 0 and `validation_split + test_split < 1` when it is used.
       label_column: CSV label column.
       feature_key: TFRecord float feature vector key.
       label_key: TFRecord int64 label key.
@@ -176,14 +250,11 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         controller, calibration and recall callbacks, which must not see the
         evaluation data); training then uses the rest.
 
-    With `eval_dataset` None, `synthetic` and `fashion_mnist_lt` train on their long-tailed
-    pool minus a stratified `validation` split and evaluate on their balanced test set; other
-    sources split into train and eval (`validation` is `eval`). With `eval_dataset` given,
-    training uses the whole `dataset` and `validation` is None, unless
-    `hold_out_validation`, which keeps the stratified `validation` split of `dataset`.
+    A class with no training row, or fewer than `TINY_CLASS_SIZE`, gets a `DataWarning`
+    naming it (index and name); the texts are in `bundle.notes`.
 
     Returns:
-      The `DataBundle`.
+      The `DataBundle` (`bundle.splits_summary()` says which split is which).
 
     Raises:
       InputDataError: Bad arguments or bad data, naming the argument (also in its `argument`
@@ -197,24 +268,38 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
     if spec.kind in _BENCHMARKS or (eval_spec is not None and eval_spec.kind in _BENCHMARKS):
         imbalance_ratio = checked(check_number, imbalance_ratio, "imbalance_ratio", minimum=1)
     hold_out = eval_spec is None or hold_out_validation
+    three_part = eval_spec is None and spec.kind not in _BENCHMARKS
     p = splits.check_validation_split(validation_split) if hold_out else None
+    if three_part:
+        t = splits.check_test_split(test_split, p, required=True)
+    else:
+        t = checked(check_number, test_split, "test_split", minimum=0, maximum=1,
+                    exclusive_maximum=True)
+    rule = SplitRule(p, t if three_part else 0.0, int(seed)) if hold_out else None
     common = dict(label_column=label_column, feature_key=feature_key, label_key=label_key,
-                  seed=seed, cache_dir=cache_dir)
+                  cache_dir=cache_dir)
     validation: Optional[DataSplit] = None
+    eval_split: Optional[DataSplit] = None
+    origins = _origins(spec, eval_spec, rule)
 
     # --- training side ---
     if spec.kind in ("csv", "tfrecord"):
-        summary, build = _stream_scan(spec, p, known=None, num_classes=num_classes, **common)
+        summary, build = _stream_scan(spec, rule, known=None, num_classes=num_classes, **common)
         space = LabelSpace(summary.label_mode, summary.class_names)
         k = space.num_classes
-        offsets = splits.class_offsets(space.names, seed, p) if p is not None else None
-        train = _stream_split("train", summary, build, summary.train_counts,
-                              None if p is None else (offsets, p, False))
-        if p is not None:
-            held = _stream_split("eval" if eval_spec is None else "validation", summary, build,
-                                 summary.held_counts, (offsets, p, True))
-            _require_held_out(held, dataset, p)
-            eval_split = validation = held  # an explicit eval_dataset replaces eval below
+        offsets = rule.offsets(space.names) if rule is not None else None
+
+        def part(name: str, counts: Sequence[int], which: int) -> DataSplit:
+            stages = [] if rule is None else [("part", rule, offsets, which)]
+            return _stream_split(name, summary, build, counts, stages, origins[name])
+
+        train = part("train", summary.train_counts, TRAIN)
+        if rule is not None:
+            validation = part("validation", summary.held_counts, VALIDATION)
+            _require_held_out(validation, dataset, p)
+            if three_part:
+                eval_split = part("eval", summary.test_counts, TEST)
+                _require_test(eval_split, dataset, t)
         mean = None if summary.mean is None else np.asarray(summary.mean, np.float32)
         var = None if summary.variance is None else np.asarray(summary.variance, np.float32)
         input_shape = tuple(summary.input_shape)
@@ -223,21 +308,21 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
                             num_classes=num_classes, known=None)
         space = LabelSpace(data.mode, data.names)
         k = space.num_classes
-        if p is not None:
-            tr, ho = splits.stratified_indices(data.y, data.names, seed, p)
+        if rule is not None:
+            tr, va, te = splits.stratified_parts(data.y, data.names, rule)
             x_train, y_train = data.x[tr], data.y[tr]
-            separate_eval = data.test is not None or eval_spec is not None
-            held = arrays.array_split("validation" if separate_eval else "eval",
-                                      data.x[ho], data.y[ho], k)
-            _require_held_out(held, dataset, p)
-            if data.test is not None:
-                validation = held
-                eval_split = arrays.array_split("eval", data.test[0], data.test[1], k)
-            else:  # an explicit eval_dataset replaces eval below
-                eval_split = validation = held
+            validation = arrays.array_split("validation", data.x[va], data.y[va], k,
+                                            origins["validation"])
+            _require_held_out(validation, dataset, p)
+            if data.test is not None and eval_spec is None:
+                eval_split = arrays.array_split("eval", data.test[0], data.test[1], k,
+                                                origins["eval"])
+            elif three_part:
+                eval_split = arrays.array_split("eval", data.x[te], data.y[te], k, origins["eval"])
+                _require_test(eval_split, dataset, t)
         else:
             x_train, y_train = data.x, data.y
-        train = arrays.array_split("train", x_train, y_train, k)
+        train = arrays.array_split("train", x_train, y_train, k, origins["train"])
         mean, var = _moments(x_train)
         input_shape = train.input_shape
 
@@ -245,13 +330,13 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
     if eval_spec is not None:
         if eval_spec.kind in ("csv", "tfrecord"):
             esum, ebuild = _stream_scan(eval_spec, None, known=space, num_classes=None, **common)
-            eval_split = _stream_split("eval", esum, ebuild, esum.train_counts, None)
+            eval_split = _stream_split("eval", esum, ebuild, esum.train_counts, [], origins["eval"])
             first_row = lambda c: esum.first_rows[c]  # noqa: E731
         else:
             edata = _load_arrays(eval_spec, imbalance_ratio=imbalance_ratio, data_dir=data_dir,
                                  seed=seed, num_classes=None, known=space)
             ex, ey = edata.test if edata.test is not None else (edata.x, edata.y)
-            eval_split = arrays.array_split("eval", ex, ey, k)
+            eval_split = arrays.array_split("eval", ex, ey, k, origins["eval"])
             first_row = lambda c: int(np.argmax(ey == c)) + 1  # noqa: E731
         if tuple(eval_split.input_shape) != tuple(input_shape):
             raise InputDataError(
@@ -262,26 +347,53 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         _check_eval_seen(train.class_counts, eval_split, space.names,
                          eval_spec.path or str(eval_spec), column, first_row)
 
-    description = _describe(spec, eval_spec, p, train, eval_split, validation, space.names)
+    notes = _class_notes(list(space.names), train, validation, eval_split if three_part else None)
+    description = _describe(spec, eval_spec, rule, train, eval_split, validation, space.names)
     return DataBundle(train=train, eval=eval_split, num_classes=k, class_names=list(space.names),
                       feature_mean=mean, feature_variance=var, description=description,
-                      validation=validation)
+                      validation=validation, notes=notes)
 
 
-def _describe(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], p: Optional[float],
+def _origins(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], rule: Optional[SplitRule]) -> dict:
+    """How each split is made, a phrase per split name (`DataSplit.origin`)."""
+    if spec.kind in _BENCHMARKS:
+        pool = f"the long-tailed training pool of {spec}"
+    else:
+        pool = str(spec)
+    if rule is None:
+        train = f"all of {pool}"
+    elif rule.test > 0:
+        train = (f"{pool} minus the validation and test splits (about {1 - rule.held:g} of each "
+                 f"class, seed {rule.seed})")
+    else:
+        train = f"{pool} minus the validation split (about {1 - rule.held:g} of each class, seed {rule.seed})"
+    validation = None if rule is None else (
+        f"a {rule.validation:g} stratified validation split of {pool} (seed {rule.seed})")
+    if eval_spec is not None:
+        evaluation = f"eval_dataset {eval_spec}" + (
+            " (its test set)" if eval_spec.kind in _BENCHMARKS else "")
+    elif spec.kind in _BENCHMARKS:
+        evaluation = f"the balanced test set of {spec}"
+    else:
+        evaluation = (f"a {rule.test:g} stratified held-out test split of {pool} (seed {rule.seed}), "
+                      "kept for reporting")
+    return {"train": train, "validation": validation, "eval": evaluation}
+
+
+def _describe(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], rule: Optional[SplitRule],
               train: DataSplit, eval_split: DataSplit, validation: Optional[DataSplit],
               names: List[str]) -> str:
-    """The one-line description of the bundle for logs."""
+    """The one-line description of the bundle for logs: each split, its size and its job."""
     counts = train.class_counts[train.class_counts > 0]
     ratio = counts.max() / counts.min() if len(counts) else float("nan")
+    chooses = "" if validation is None else (
+        f"validation {validation.num_examples:,} ({rule.validation:g} stratified, chooses), ")
     if eval_spec is not None:
-        where = f"eval {eval_split.num_examples:,} from {eval_spec}"
-        if validation is not None:
-            where = f"validation {validation.num_examples:,} ({p:g} stratified), " + where
-    elif validation is not None and validation is not eval_split:
-        where = (f"validation {validation.num_examples:,} ({p:g} stratified), "
-                 f"eval {eval_split.num_examples:,} (balanced test set)")
+        where = chooses + f"eval {eval_split.num_examples:,} from {eval_spec} (reports)"
+    elif spec.kind in _BENCHMARKS:
+        where = chooses + f"eval {eval_split.num_examples:,} (balanced test set, reports)"
     else:
-        where = f"eval {eval_split.num_examples:,} ({p:g} stratified split)"
+        where = chooses + (f"eval {eval_split.num_examples:,} ({rule.test:g} stratified held-out "
+                           "test split, reports)")
     return (f"{spec}: {len(names)} classes, input shape {tuple(train.input_shape)}; "
             f"train {train.num_examples:,} (imbalance {ratio:.1f}x); {where}")

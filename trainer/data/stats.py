@@ -1,4 +1,4 @@
-"""One-pass statistics of a stream of batches: per-class counts, split ranks, mean and variance.
+"""One-pass statistics of a stream of batches: per-class counts, split parts, mean and variance.
 
 Also the JSON cache of those statistics, keyed by each file's path, mtime and size.
 """
@@ -61,24 +61,28 @@ def first_nonfinite(x: np.ndarray) -> Optional[Tuple[int, int]]:
 class SplitCounter:
     """Counts examples per class key in stream order and decides the streamed split.
 
-    Keys are canonical class names (str). With `validation_split` None nothing is
-    held out. Moments are accumulated over training-side examples.
+    Keys are canonical class names (str). With `rule` None nothing is held out.
+    Moments are accumulated over training-side examples.
+
+    Attributes:
+      seen: Rows per key.
+      held: Validation rows per key.
+      test: Test rows per key.
     """
 
-    def __init__(self, validation_split: Optional[float], seed: int,
-                 moments: bool = True) -> None:
-        self.validation_split = validation_split
-        self.seed = seed
+    def __init__(self, rule: Optional[splits.SplitRule], moments: bool = True) -> None:
+        self.rule = rule
         self.seen: Dict[str, int] = {}
         self.held: Dict[str, int] = {}
+        self.test: Dict[str, int] = {}
         self.first_row: Dict[str, int] = {}
         self.batch_histograms: List[Dict[str, int]] = []
-        self._offsets: Dict[str, float] = {}
+        self._offsets: Dict[str, Tuple[float, float]] = {}
         self.moments = Moments() if moments else None
 
     def add(self, x: np.ndarray, uniq: Sequence[str], inverse: np.ndarray,
             first_row: int) -> np.ndarray:
-        """Adds a batch in stream order; returns its held-out mask (bool [B]).
+        """Adds a batch in stream order; returns its parts (int8 [B]: `splits.TRAIN`, ...).
 
         Args:
           x: Features [B, ...].
@@ -101,21 +105,22 @@ class SplitCounter:
         for k, n in zip(uniq, per_key):
             self.seen[k] = self.seen.get(k, 0) + int(n)
         self.batch_histograms.append({k: int(n) for k, n in zip(uniq, per_key)})
-        if self.validation_split is None:
-            mask = np.zeros(len(inverse), dtype=bool)
+        if self.rule is None:
+            parts = np.full(len(inverse), splits.TRAIN, dtype=np.int8)
         else:
             for k in uniq:
                 if k not in self._offsets:
-                    self._offsets[k] = float(splits.class_offsets(
-                        [k], self.seed, self.validation_split)[0])
-            offsets = np.array([self._offsets[k] for k in uniq])[inverse]
-            mask = splits.streamed_held_out_mask(ranks, offsets, self.validation_split)
-            held_per_key = np.bincount(inverse[mask], minlength=len(uniq))
-            for k, n in zip(uniq, held_per_key):
-                self.held[k] = self.held.get(k, 0) + int(n)
+                    self._offsets[k] = self.rule.class_offset(k)
+            u = np.array([self._offsets[k][0] for k in uniq])[inverse]
+            b = np.array([self._offsets[k][1] for k in uniq])[inverse]
+            parts = self.rule.assign(ranks, u, b)
+            for part, store in ((splits.VALIDATION, self.held), (splits.TEST, self.test)):
+                per_part = np.bincount(inverse[parts == part], minlength=len(uniq))
+                for k, n in zip(uniq, per_part):
+                    store[k] = store.get(k, 0) + int(n)
         if self.moments is not None:
-            self.moments.add(x[~mask])
-        return mask
+            self.moments.add(x[parts == splits.TRAIN])
+        return parts
 
 
 def order_skew(counter: SplitCounter) -> float:
@@ -143,10 +148,11 @@ class StreamSummary:
       label_mode: 'int' (labels are class indices) or 'string' (mapped by name).
       input_shape: Per-example feature shape.
       train_counts: Per-class counts of the training side.
-      held_counts: Per-class counts of the held-out side (all zero without a split).
+      held_counts: Per-class counts of the validation part (all zero without a split).
       mean: Training-side feature mean (list) or None.
       variance: Training-side feature variance (list) or None.
       first_rows: Per-class 1-based row of the class's first example (0 if absent).
+      test_counts: Per-class counts of the test part (all zero without one).
     """
 
     class_names: List[str]
@@ -157,6 +163,7 @@ class StreamSummary:
     mean: Optional[List[float]]
     variance: Optional[List[float]]
     first_rows: List[int]
+    test_counts: List[int] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         """Returns a JSON-compatible dict."""
@@ -170,6 +177,13 @@ class StreamSummary:
         d = dict(d)
         d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
+
+
+def rule_key(rule: Optional[splits.SplitRule]) -> Optional[Dict[str, Any]]:
+    """The cache-key form of a split rule (None: no split)."""
+    if rule is None:
+        return None
+    return {"validation_split": rule.validation, "test_split": rule.test, "seed": rule.seed}
 
 
 def file_signature(paths: Sequence[str]) -> List[List[Any]]:

@@ -63,27 +63,59 @@ def window_shuffle(batches: tf.data.Dataset, window: int, seed: int) -> tf.data.
     return permuted.shuffle(SHUFFLE_WINDOWS, seed=seed, reshuffle_each_iteration=True)
 
 
+# A stage of a streamed split: ("part", rule, (u, b), part) keeps one part of the three-part
+# split; ("fold", k, seed, fold, held_out) keeps one side of a fold of what the stages before
+# it kept. Stages apply in order, each with its own per-class rank counter.
+Stage = Tuple
+
+
+def apply_stages(ds: tf.data.Dataset, num_classes: int, stages: Sequence[Stage]) -> tf.data.Dataset:
+    """Applies split stages (see `Stage`) to a dataset of (x, y) batches in file order."""
+    for stage in stages:
+        if stage[0] == "part":
+            _, rule, offsets, part = stage
+            ds = splits.streamed_part(ds, num_classes, rule, offsets, part)
+        elif stage[0] == "fold":
+            _, k, seed, fold, held_out = stage
+            ds = splits.streamed_fold(ds, num_classes, k, seed, fold, held_out)
+        else:
+            raise ValueError(f"unknown split stage {stage[0]!r}")
+    return ds
+
+
 class StreamPipeline:
-    """Batched pipelines over a streamed source, one side of its split.
+    """Batched pipelines over a streamed source, one part of its split.
 
     Args:
       parsed_batches: Callable returning a dataset of (float32 x [b, ...], int32 y [b])
         batches in file order (the same order every call).
       num_classes: K.
-      split: (offsets [K], validation_split, held_out) to keep one side of the
-        streamed split, or None to keep everything.
+      stages: Split stages (see `Stage`) that select this split's rows; empty keeps all.
       input_shape: Per-example feature shape (sets the shuffle window).
-      num_examples: Examples on this side (with `input_shape`, decides caching).
+      num_examples: Examples in this split (with `input_shape`, decides caching).
     """
 
     def __init__(self, parsed_batches: Callable[[], tf.data.Dataset], num_classes: int,
-                 split: Optional[Tuple[np.ndarray, float, bool]],
-                 input_shape: Sequence[int], num_examples: int) -> None:
+                 stages: Sequence[Stage], input_shape: Sequence[int], num_examples: int) -> None:
         self._parsed_batches = parsed_batches
         self._num_classes = num_classes
-        self._split = split
+        self._stages = tuple(stages)
+        self._input_shape = tuple(input_shape)
         self._window = shuffle_window_size(input_shape)
         self._bytes = num_examples * (4 * int(np.prod(input_shape)) + 4)
+
+    def fold(self, k: int, seed: int, fold: int, held_out: bool, num_examples: int) -> "StreamPipeline":
+        """The pipeline of one side of fold `fold` of `k` of this split (see `splits.streamed_fold`)."""
+        return StreamPipeline(self._parsed_batches, self._num_classes,
+                              self._stages + (("fold", k, seed, fold, held_out),),
+                              self._input_shape, num_examples)
+
+    def folds(self, k: int, seed: int, fold_counts: np.ndarray) -> List[Tuple["StreamPipeline",
+                                                                            "StreamPipeline"]]:
+        """(training side, held-out side) pipelines of each fold; `fold_counts` [k, K] held rows."""
+        total = int(np.sum(fold_counts))
+        return [(self.fold(k, seed, j, False, total - int(fold_counts[j].sum())),
+                 self.fold(k, seed, j, True, int(fold_counts[j].sum()))) for j in range(k)]
 
     def batched(self, batch_size: int, *, shuffle: bool, seed: int, repeat: bool,
                 drop_remainder: bool,
@@ -93,10 +125,7 @@ class StreamPipeline:
         Shuffling is windowed (see `window_shuffle`); a split of at most `CACHE_LIMIT_BYTES`
         is cached in memory by the returned dataset after its first full pass.
         """
-        ds = self._parsed_batches()
-        if self._split is not None:
-            offsets, p, held_out = self._split
-            ds = splits.streamed_split(ds, self._num_classes, offsets, p, held_out)
+        ds = apply_stages(self._parsed_batches(), self._num_classes, self._stages)
         if self._bytes <= CACHE_LIMIT_BYTES:
             ds = ds.cache()
         if input_context is not None and input_context.num_input_pipelines > 1:
@@ -244,17 +273,19 @@ def summarise(counter: SplitCounter, space: LabelSpace, input_shape: Tuple[int, 
     """Builds the per-class counts and moments of a finished pass in `space`'s class order."""
     train = np.zeros(space.num_classes, dtype=np.int64)
     held = np.zeros(space.num_classes, dtype=np.int64)
+    test = np.zeros(space.num_classes, dtype=np.int64)
     first = np.zeros(space.num_classes, dtype=np.int64)
     for name, n in counter.seen.items():
         c = space.index_of(name)
         first[c] = counter.first_row[name] if first[c] == 0 else min(first[c], counter.first_row[name])
-        h = counter.held.get(name, 0)
-        train[c] += n - h
+        h, t = counter.held.get(name, 0), counter.test.get(name, 0)
+        train[c] += n - h - t
         held[c] += h
+        test[c] += t
     mean, var = counter.moments.result() if counter.moments is not None else (None, None)
     return StreamSummary(class_names=list(space.names), label_mode=space.mode,
                          input_shape=tuple(input_shape), train_counts=train.tolist(),
                          held_counts=held.tolist(),
                          mean=None if mean is None else mean.tolist(),
                          variance=None if var is None else var.tolist(),
-                         first_rows=first.tolist())
+                         first_rows=first.tolist(), test_counts=test.tolist())

@@ -14,6 +14,7 @@ import tensorflow as tf
 from . import stats, streaming
 from .errors import InputDataError, describe_location, tf_message
 from .labels import LabelSpace
+from .splits import SplitRule
 from .stats import SplitCounter, StreamSummary
 
 
@@ -126,8 +127,8 @@ def _locate(path: str, start: int, error: tf.errors.OpError, feature_key: str, l
                           f"{tf_message(error)}")
 
 
-def scan(pattern: str, *, feature_key: str, label_key: str, validation_split: Optional[float],
-         seed: int, known: Optional[LabelSpace] = None, num_classes: Optional[int] = None,
+def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[SplitRule],
+         known: Optional[LabelSpace] = None, num_classes: Optional[int] = None,
          cache_dir: Optional[str] = None) -> Tuple[StreamSummary, List[str]]:
     """One streaming pass over every file: validates records, counts classes, split and moments.
 
@@ -135,8 +136,7 @@ def scan(pattern: str, *, feature_key: str, label_key: str, validation_split: Op
       pattern: A glob, or a directory (every file in it).
       feature_key: The key of the float feature vector.
       label_key: The key of the int64 label.
-      validation_split: Held-out fraction, or None to keep every record for training.
-      seed: Split seed.
+      rule: The split (fractions and seed), or None to keep every record for training.
       known: The training label space (for an eval set).
       num_classes: If given, labels must lie in [0, num_classes).
       cache_dir: Where to cache the summary as JSON (keyed by files, mtimes and sizes).
@@ -149,14 +149,14 @@ def scan(pattern: str, *, feature_key: str, label_key: str, validation_split: Op
     """
     files = expand(pattern)
     key = {"kind": "tfrecord", "files": stats.file_signature(files), "feature_key": feature_key,
-           "label_key": label_key, "validation_split": validation_split, "seed": seed,
+           "label_key": label_key, "split": stats.rule_key(rule),
            "num_classes": num_classes, "known": None if known is None else [known.mode, known.names]}
     cached = stats.load_cached(cache_dir, key)
     if cached is not None:
         return cached, files
     dim = _first_feature_dim(files, feature_key, label_key)
     parse = _parser(feature_key, label_key, dim)
-    counter = SplitCounter(validation_split, seed, moments=known is None)
+    counter = SplitCounter(rule, moments=known is None)
     bounds: List[Tuple[int, str]] = []  # (global row offset, file)
     offset = 0
     for path in files:

@@ -1,6 +1,6 @@
 """Operating points: decision rules calibrated on held-out logits after training, behind one protocol.
 
-Two kinds: the target-recall point (`TargetRecallPoint`) and the worst-class offsets (`WorstClassPoint`).
+Kinds: target recall (`TargetRecallPoint`), worst-class offsets (`WorstClassPoint`), cost (`CostPoint`).
 """
 
 from trainer.decisions.base import (
@@ -10,12 +10,24 @@ from trainer.decisions.base import (
     checked_logits_and_labels,
     decision_metrics,
 )
+from trainer.decisions.calibration import (
+    Calibration,
+    calibration_metrics,
+    class_weight_correction,
+    expected_calibration_error,
+    fit_temperature,
+    load_calibration,
+    logit_adjustment_correction,
+)
+from trainer.decisions.cost import CostPoint, choose_cost_point, expected_costs, measured_cost
 from trainer.decisions.registry import CALIBRATIONS, KINDS, calibrate, from_dict, load
 from trainer.decisions.target_recall import TargetRecallPoint, choose_operating_point
 from trainer.decisions.worst_class import WorstClassPoint, choose_worst_class_offsets
 
 __all__ = [
-    "CALIBRATIONS", "FILENAME", "KINDS", "OperatingPoint", "TargetRecallPoint", "WorstClassPoint",
-    "add_offsets", "calibrate", "checked_logits_and_labels", "choose_operating_point",
-    "choose_worst_class_offsets", "decision_metrics", "from_dict", "load",
+    "CALIBRATIONS", "FILENAME", "KINDS", "Calibration", "CostPoint", "OperatingPoint", "TargetRecallPoint",
+    "WorstClassPoint", "add_offsets", "calibrate", "calibration_metrics", "checked_logits_and_labels",
+    "choose_cost_point", "choose_operating_point", "choose_worst_class_offsets", "class_weight_correction",
+    "decision_metrics", "expected_calibration_error", "expected_costs", "fit_temperature", "from_dict",
+    "load", "load_calibration", "logit_adjustment_correction", "measured_cost",
 ]

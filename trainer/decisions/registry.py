@@ -14,16 +14,18 @@ import numpy as np
 
 from trainer.checks import check_choice
 from trainer.decisions.base import FILENAME, OperatingPoint
+from trainer.decisions.cost import CostPoint, choose_cost_point
 from trainer.decisions.target_recall import TargetRecallPoint, choose_operating_point
 from trainer.decisions.worst_class import WorstClassPoint, choose_worst_class_offsets
 from trainer.json_files import read_json
 
 KINDS: Mapping[str, type] = types.MappingProxyType(
-    {kind: cls for cls in (TargetRecallPoint, WorstClassPoint) for kind in cls.kinds})
+    {kind: cls for cls in (TargetRecallPoint, WorstClassPoint, CostPoint) for kind in cls.kinds})
 
 CALIBRATIONS: Mapping[str, Callable[..., OperatingPoint]] = types.MappingProxyType({
     "target_recall": choose_operating_point,
     "worst_class": choose_worst_class_offsets,
+    "expected_cost": choose_cost_point,
 })
 
 
@@ -74,8 +76,11 @@ def calibrate(kind: str, logits: np.ndarray, labels: np.ndarray, **params: Any) 
     Args:
       kind: `'target_recall'` (`choose_operating_point`: params
         `target_class`, `target_recall`, `method`, `class_prior`,
-        `confidence`) or `'worst_class'` (`choose_worst_class_offsets`:
-        params `max_balanced_accuracy_drop`, `iterations`, `step_size`).
+        `confidence`, `estimator`, `bound`, `interval_level`,
+        `interval_method`, `bootstrap_resamples`, `seed`), `'worst_class'`
+        (`choose_worst_class_offsets`: params `max_balanced_accuracy_drop`,
+        `iterations`, `step_size`) or `'expected_cost'`
+        (`choose_cost_point`: params `cost_matrix`, `calibration`).
       logits: `[N, K]` held-out logits.
       labels: `[N]` held-out labels.
       **params: The chooser's keyword arguments.

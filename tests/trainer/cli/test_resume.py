@@ -81,7 +81,8 @@ def test_the_first_run_saves_its_fingerprint(run):
     assert "epochs" not in saved["config"] and "model_dir" not in saved["config"]
     assert saved["data"]["class_names"] == ["fault", "normal", "warning"]
     assert saved["data"]["files"] == {str(csv_path): os.path.getsize(csv_path)}
-    assert sum(saved["data"]["class_counts"]["train"]) + sum(saved["data"]["class_counts"]["eval"]) == 290
+    counts = saved["data"]["class_counts"]
+    assert sum(counts["train"]) + sum(counts["validation"]) + sum(counts["eval"]) == 290
 
 
 def test_a_changed_learning_rate_is_refused_and_the_checkpoint_untouched(run):

@@ -100,31 +100,41 @@ def test_round_trip_with_explicit_eval(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", FORMATS)
 def test_stratified_split_is_disjoint_exact_and_stats_are_train_only(kind, tmp_path):
+    # Without eval data the held-out rows are two disjoint parts: validation (chooses) and eval
+    # (a held-out test split, reports); tests/trainer/data/test_splits.py checks them by row id.
     x, y = make_data(n=2000)
-    p = 0.25
-    bundle = load_data(write_source(kind, tmp_path, x, y), validation_split=p, seed=3)
+    p, t = 0.25, 0.15
+    bundle = load_data(write_source(kind, tmp_path, x, y), validation_split=p, test_split=t, seed=3)
     tx, ty = collect(bundle.train)
+    vx, vy = collect(bundle.validation)
     ex, ey = collect(bundle.eval)
-    train_ids, eval_ids = tx[:, 0].astype(int), ex[:, 0].astype(int)
-    assert not set(train_ids) & set(eval_ids)
-    assert sorted(np.concatenate([train_ids, eval_ids]).tolist()) == list(range(len(y)))
+    train_ids, val_ids, eval_ids = (a[:, 0].astype(int) for a in (tx, vx, ex))
+    assert not set(train_ids) & set(eval_ids) and not set(train_ids) & set(val_ids)
+    assert not set(val_ids) & set(eval_ids)
+    assert sorted(np.concatenate([train_ids, val_ids, eval_ids]).tolist()) == list(range(len(y)))
     np.testing.assert_array_equal(ty, y[train_ids])
+    np.testing.assert_array_equal(vy, y[val_ids])
     np.testing.assert_array_equal(ey, y[eval_ids])
-    offsets = splits.class_offsets(bundle.class_names, 3, p)
+    rule = splits.SplitRule(p, t, 3)
     for c in range(3):
         n_c = int((y == c).sum())
-        assert bundle.eval.class_counts[c] == splits.held_out_count(n_c, p, offsets[c])
-        assert abs(bundle.eval.class_counts[c] - p * n_c) < 1
-        assert bundle.train.class_counts[c] + bundle.eval.class_counts[c] == n_c
+        u, b = rule.class_offset(bundle.class_names[c])
+        assert (bundle.train.class_counts[c], bundle.validation.class_counts[c],
+                bundle.eval.class_counts[c]) == rule.counts(n_c, u, b)
+        assert abs(bundle.validation.class_counts[c] - p * n_c) < 1
+        assert abs(bundle.eval.class_counts[c] - t * n_c) < 1
+        assert (bundle.train.class_counts[c] + bundle.validation.class_counts[c]
+                + bundle.eval.class_counts[c]) == n_c
     np.testing.assert_array_equal(bundle.train.class_counts, np.bincount(ty, minlength=3))
+    np.testing.assert_array_equal(bundle.validation.class_counts, np.bincount(vy, minlength=3))
     np.testing.assert_array_equal(bundle.eval.class_counts, np.bincount(ey, minlength=3))
     assert bundle.train.num_examples == len(ty) and bundle.eval.num_examples == len(ey)
-    assert bundle.validation is bundle.eval
+    assert bundle.validation is not bundle.eval
     np.testing.assert_allclose(bundle.feature_mean, tx.mean(0, dtype=np.float64), rtol=1e-6)
     np.testing.assert_allclose(bundle.feature_variance, tx.var(0, dtype=np.float64), rtol=1e-5)
     assert abs(bundle.feature_mean[0] - x[:, 0].mean()) > 1e-3  # not the full data's
     # The split is a function of the seed.
-    other = load_data(write_source(kind, tmp_path, x, y), validation_split=p, seed=4)
+    other = load_data(write_source(kind, tmp_path, x, y), validation_split=p, test_split=t, seed=4)
     assert set(collect(other.eval)[0][:, 0].astype(int)) != set(eval_ids)
 
 
@@ -235,7 +245,8 @@ def test_streamed_stats_cross_parse_batches_and_cache(tmp_path):
     with open(path, "a") as f:
         f.write(",".join(["0.0"] * 3) + ",4\n")
     changed = load_data(f"csv:{path}", cache_dir=str(cache), seed=2)
-    assert changed.train.num_examples + changed.eval.num_examples == n + 1
+    assert (changed.train.num_examples + changed.validation.num_examples
+            + changed.eval.num_examples) == n + 1
     assert len(os.listdir(cache)) == 2
 
 

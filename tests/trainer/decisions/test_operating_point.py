@@ -62,7 +62,7 @@ def binomial_cdf(k, n, p):
 def test_choice_reaches_the_recall_with_the_best_precision(kind):
     logits, labels = noisy_logits()
     point = choose_operating_point(logits, labels, target_class=1, target_recall=0.9, method=kind,
-                                   confidence=0.5)
+                                   confidence=0.5, estimator="empirical")
     assert point.kind == kind
     metrics = decision_metrics(point, logits, labels)
     assert metrics["target_recall"] >= 0.9
@@ -82,7 +82,7 @@ def test_choice_with_confidence_and_prior_is_the_brute_force_optimum(kind, targe
     logits, labels = logits[keep], labels[keep]
     prior = np.array([0.4, 0.1, 0.2, 0.3])
     point = choose_operating_point(logits, labels, target_class=1, target_recall=target_recall,
-                                   method=kind, class_prior=prior, confidence=0.9)
+                                   method=kind, class_prior=prior, confidence=0.9, bound="wilson")
     # Precision under the prior: each example weighs prior[y] / (its class's share of the data).
     share = np.bincount(labels, minlength=NUM_CLASSES) / len(labels)
     weights = (prior / share)[labels]
@@ -100,27 +100,29 @@ def test_choice_with_confidence_and_prior_is_the_brute_force_optimum(kind, targe
 
 def test_confidence_bound_asks_for_more_recall_on_few_examples():
     logits, labels = noisy_logits()
-    point = choose_operating_point(logits, labels, target_class=1, target_recall=0.9)
+    point = choose_operating_point(logits, labels, target_class=1, target_recall=0.9, bound="wilson")
     positives = int(np.sum(labels == 1))
     assert point.confidence == 0.9
     assert shows_recall(round(point.validation_recall * positives), positives, 0.9, 0.9)
     assert point.validation_recall > choose_operating_point(
-        logits, labels, target_class=1, target_recall=0.9, confidence=0.5).validation_recall
+        logits, labels, target_class=1, target_recall=0.9, confidence=0.5,
+        estimator="empirical").validation_recall
     few = (labels != 1) | (np.cumsum(labels == 1) <= 8)
     with pytest.warns(UserWarning, match="too few to show recall"):
         fallback = choose_operating_point(logits[few], labels[few], target_class=1,
-                                          target_recall=0.95)
+                                          target_recall=0.95, estimator="empirical")
     assert fallback.validation_recall == 1.0
 
 
-def chosen_hits(positives, confidence, target_recall=0.9):
+def chosen_hits(positives, confidence, target_recall=0.9, bound="wilson"):
     """How many of `positives` target-class examples (distinct scores, nothing else) the choice catches."""
     logits = np.zeros((positives, 3))
     logits[:, 1] = np.linspace(3.0, -3.0, positives)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback: a feasible cut-off exists
         point = choose_operating_point(logits, np.ones(positives, np.int64), target_class=1,
-                                       target_recall=target_recall, confidence=confidence)
+                                       target_recall=target_recall, confidence=confidence,
+                                       estimator="empirical", bound=bound)
     return round(point.validation_recall * positives)
 
 
@@ -158,7 +160,8 @@ def test_recall_holds_on_fresh_samples_monte_carlo():
         recalls = []
         for _ in range(250):
             point = choose_operating_point(*sample(rng, 60, 180), target_class=1, target_recall=0.9,
-                                           confidence=confidence)
+                                           confidence=confidence, estimator="empirical", bound="wilson",
+                                           interval_level=None)
             recalls.append(np.mean(point.decide(fresh_logits) == 1))
         met[confidence] = np.mean(np.array(recalls) >= 0.9)
     assert met[0.9] >= 0.8, met

@@ -14,11 +14,14 @@ from trainer.checks import ArgumentError
 from trainer.decisions import (
     FILENAME,
     KINDS,
+    CostPoint,
     OperatingPoint,
     TargetRecallPoint,
     WorstClassPoint,
+    choose_cost_point,
     choose_operating_point,
     choose_worst_class_offsets,
+    fit_temperature,
 )
 
 NUM_CLASSES = 4
@@ -39,7 +42,13 @@ def one_point_of_each_kind():
         choose_operating_point(logits, labels, target_class=1, target_recall=0.8, method="threshold",
                                class_prior=[0.1, 0.2, 0.3, 0.4], confidence=0.95),
         choose_worst_class_offsets(logits, labels, max_balanced_accuracy_drop=None),
+        choose_cost_point(logits, labels, cost_matrix=COSTS, calibration=fit_temperature(
+            logits, labels, prior_correction=[0.0, 0.1, 0.0, -0.2])),
     ]
+
+
+# Missing class 3 costs 5, any other error 1.
+COSTS = [[0, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [5, 5, 5, 0]]
 
 
 # Files as the previous modules (trainer/operating_point.py, trainer/worst_class_point.py) wrote them.
@@ -69,13 +78,13 @@ OLD_WORST_CLASS_FILE = """{
 
 def test_the_registry_names_every_kind_once():
     assert dict(KINDS) == {"logit_offset": TargetRecallPoint, "threshold": TargetRecallPoint,
-                           "worst_class_offsets": WorstClassPoint}
+                           "worst_class_offsets": WorstClassPoint, "expected_cost": CostPoint}
     assert [point.kind for point in one_point_of_each_kind()] == list(KINDS)
     with pytest.raises(TypeError):
         OperatingPoint()  # the protocol itself is abstract
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_every_kind_round_trips_through_dict_json_and_file(index, tmp_path):
     point = one_point_of_each_kind()[index]
     payload = point.to_dict()
@@ -93,7 +102,7 @@ def test_every_kind_round_trips_through_dict_json_and_file(index, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [FILENAME], "no temporary file left"
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_numpy_and_tensorflow_decisions_agree(index):
     point = one_point_of_each_kind()[index]
     logits, _ = random_logits(5000, seed=7)

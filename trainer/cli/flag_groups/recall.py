@@ -40,9 +40,10 @@ flags.DEFINE_integer("reduce_lr_patience", None,
                      "evaluations without improvement of --monitor (off by default).")
 flags.DEFINE_float("reduce_lr_factor", 0.5, "Learning-rate factor of --reduce_lr_patience.")
 flags.DEFINE_bool("calibrate", None,
-                  "After training, choose on the held-out split the logit offset or threshold "
-                  "that reaches --target_recall (at 90% one-sided confidence) with the best "
-                  "precision (or, with --recall_target_mode=worst_class and no target, the "
+                  "After training, choose on the validation split (or on out-of-fold logits, "
+                  "--decision_folds) the logit offset or threshold that reaches --target_recall "
+                  "(see --decision_confidence) with the best precision (or, with "
+                  "--recall_target_mode=worst_class and no target, the "
                   "per-class logit offsets that raise the smallest recall); save it as "
                   "operating_point.json, apply it in predict and the export (on by default when "
                   "--target_recall is given or --reweighting=recall_target raises the worst "
@@ -50,3 +51,27 @@ flags.DEFINE_bool("calibrate", None,
 flags.DEFINE_float("max_balanced_accuracy_drop", 0.0,
                    "Worst-class calibration: the most held-out balanced accuracy the per-class "
                    "offsets may give up to raise the smallest recall (0: none; 1: no bound).")
+flags.DEFINE_float(
+    "decision_confidence", 0.5,
+    "Target-recall calibration: 0.5 (default) places the cut-off at a smoothed (Harrell-Davis) "
+    "estimate of the score the target recall needs, so new data get about the target recall "
+    "(median-unbiased) with the precision the model allows; a value in (0.5, 1) instead takes "
+    "the best-precision cut-off whose exact one-sided lower confidence bound of the recall "
+    "reaches the target (e.g. 0.9: the target is met on about 90% of new samples, at a "
+    "precision cost), and says so when the data are too few to show it (then the estimate "
+    "is used). metrics.json reports a 90% interval of the recall and precision either way.")
+flags.DEFINE_enum(
+    "decision_estimator", "harrell_davis", ["harrell_davis", "empirical"],
+    "Target-recall calibration: how the cut-off between the scores of the target class is "
+    "estimated: 'harrell_davis' (smoothed quantile, steadier on few examples) or 'empirical' "
+    "(an order statistic).")
+flags.DEFINE_integer(
+    "decision_folds", None,
+    "Choose the operating point on out-of-fold logits of every training row instead of the "
+    "held-out split: train this many more models, each on all but one stratified fold of the "
+    "training data (checkpointed in <model_dir>/folds/<k>; a killed run resumes at the fold it was "
+    "in), and calibrate on each row's logits from the model that did not train on it. The served "
+    "and exported model stays the one trained on all the training data (the refit). 0: off. "
+    "Default: 5 when the validation split has too few --target_class examples to show "
+    "--target_recall (even catching every one of them gives an exact 90% lower confidence bound "
+    "below --target_recall: fewer than 22 for 0.9), else off.")

@@ -1,9 +1,9 @@
 """Tasks: how labels meet logits (the default loss, class identity, metrics, decisions).
 
 The `Trainer` asks its `Task` everything that depends on the kind of target, so
-the loop never branches on it. Today's task is `MulticlassTask` (softmax over
-`K >= 2` logits, integer labels `[batch]`); one-logit binary, multi-label and
-per-position tasks implement the same methods.
+the loop never branches on it. `MulticlassTask` (softmax over `K >= 2` logits,
+integer labels `[batch]`) is the default; `BinaryTask` trains a one-logit model
+(sigmoid). Multi-label and per-position tasks implement the same methods.
 """
 
 from __future__ import annotations
@@ -47,8 +47,20 @@ class Task:
         raise NotImplementedError
 
     def predictions(self, logits: np.ndarray) -> np.ndarray:
-        """The task's default decision (class indices) for NumPy logits."""
+        """The task's default decision (class indices) for NumPy decision logits."""
         raise NotImplementedError
+
+    def decision_logits(self, model_logits: tf.Tensor) -> tf.Tensor:
+        """`[batch, K]` logits whose softmax is the class probabilities, from the model's output.
+
+        Metrics, evaluation, decisions and prediction see these; the loss sees
+        the model's own output.
+        """
+        return model_logits
+
+    def shift_logits(self, model_logits: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+        """The model's logits with a rule's per-class offsets `[K]` added (margins in the loss)."""
+        return model_logits + tf.cast(offsets, model_logits.dtype)
 
 
 class MulticlassTask(Task):
@@ -101,3 +113,53 @@ class MulticlassTask(Task):
 
     def predictions(self, logits: np.ndarray) -> np.ndarray:
         return np.asarray(logits).argmax(axis=-1)
+
+
+class BinaryTask(Task):
+    """One logit `z` per example, p(class 1) = sigmoid(z); labels 0/1, `[batch]` or `[batch, 1]`.
+
+    The model ends in one unit (e.g. `Dense(1)`); `num_classes` is 2. Default
+    loss: binary cross-entropy from logits (a `losses.SigmoidFocalCrossentropy`
+    with `alpha` and `gamma` is the focal variant). Rules see dL/dz `[batch, 1]`
+    and the labels, so per-class weights scale each example's gradient; a
+    rule's two margins `o` shift `z` by `o_1 - o_0`. Metrics, decisions and
+    prediction see the two-class logits `[0, z]`, whose softmax is
+    `(1 - sigmoid(z), sigmoid(z))`: the argmax is `z > 0`, and a threshold on
+    the probability of class 1 is a threshold on `sigmoid(z)`.
+    """
+
+    name = "binary"
+
+    def default_loss(self) -> Callable:
+        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
+
+    def check_num_classes(self, num_classes: Optional[int], output_width: Optional[int]) -> int:
+        if output_width is not None and output_width != 1:
+            raise ArgumentError("model", f"{output_width} logits per example",
+                                "must return one logit per example for a binary (sigmoid) task")
+        if num_classes is not None and num_classes != 2:
+            raise ArgumentError("num_classes", num_classes, "must be 2 (or None) for a binary task")
+        return 2
+
+    def class_labels(self, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+        return MulticlassTask().class_labels(labels, 2)
+
+    def per_example_loss(self, loss: Callable, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        targets = tf.cast(tf.reshape(labels, [-1, 1]), logits.dtype)
+        logits = tf.reshape(logits, [-1, 1])
+        per_example = loss.call(targets, logits) if isinstance(loss, keras.losses.Loss) \
+            else loss(targets, logits)
+        return tf.reshape(per_example, [tf.shape(logits)[0], -1])[:, 0] \
+            if per_example.shape.rank != 1 else per_example
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        return np.asarray(logits).argmax(axis=-1)
+
+    def decision_logits(self, model_logits: tf.Tensor) -> tf.Tensor:
+        logits = tf.reshape(model_logits, [-1, 1])
+        return tf.concat([tf.zeros_like(logits), logits], axis=-1)
+
+    def shift_logits(self, model_logits: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+        offsets = tf.cast(offsets, model_logits.dtype)
+        return model_logits + (offsets[1] - offsets[0])
+

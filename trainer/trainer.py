@@ -83,7 +83,8 @@ class Trainer:
       max_checkpoints: How many recent checkpoints to keep.
       skip_nonfinite_steps: Skip (and count) steps whose loss or gradients are
         NaN or Inf instead of stopping with `NonFiniteLossError`.
-      task: How labels meet logits (`trainer.tasks`); default `MulticlassTask()`.
+      task: How labels meet logits (`trainer.tasks`): `MulticlassTask()` (the
+        default, softmax over K logits) or `BinaryTask()` (a one-logit model).
 
     Attributes:
       operating_point: A decision (`trainer.decisions`) that `predict` and
@@ -270,7 +271,10 @@ class Trainer:
 
     def update_metrics(self, labels: tf.Tensor, logits: tf.Tensor, per_example_loss: tf.Tensor,
                        applied: tf.Tensor) -> None:
-        """Updates the running training metrics with one replica's step."""
+        """Updates the running training metrics with one replica's step.
+
+        `logits` are the task's decision logits `[batch, K]` (`Task.decision_logits`).
+        """
         self.train_loss.update_state(
             tf.where(applied, per_example_loss, tf.zeros_like(per_example_loss)),
             sample_weight=tf.cast(applied, per_example_loss.dtype))
@@ -304,7 +308,7 @@ class Trainer:
             loss_tape.watch(logits)
             # A rule acting through margins shifts the logits the loss sees (training
             # only); the shift is constant, so dL/dlogits is taken through it.
-            loss_logits = logits if offsets is None else logits + tf.cast(offsets, logits.dtype)
+            loss_logits = logits if offsets is None else self.task.shift_logits(logits, offsets)
             per_example = self._weighted_loss(labels, loss_logits, sample_weight)
             # Divided by the examples of the step on all replicas: a partial last
             # batch splits unevenly, so per-replica size x replicas would be wrong.
@@ -335,23 +339,30 @@ class Trainer:
             loss = loss + tf.cast(regularization, loss.dtype)
         gradients = tape.gradient(targets, variables, output_gradients=output_gradients)
         applied = self.apply_gradients(loss, gradients, variables)
-        self.update_metrics(labels, logits, per_example, applied)
+        self.update_metrics(labels, self.task.decision_logits(logits), per_example, applied)
 
     def eval_step(self, batch) -> None:
         """Updates the evaluation metrics with one replica's batch."""
         features, labels, sample_weight = self._unpack(batch)
-        logits = self.predict_step(features)
+        logits = self._model_logits(features)
         self.eval_loss.update_state(self._weighted_loss(labels, logits, sample_weight))
-        self.eval_confusion.update_state(labels, logits)
+        self.eval_confusion.update_state(labels, self.task.decision_logits(logits))
 
-    def predict_step(self, features) -> tf.Tensor:
-        """float32 logits of a batch of features (inference mode)."""
+    def _model_logits(self, features) -> tf.Tensor:
         return tf.cast(self.model(features, training=False), tf.float32)
 
+    def predict_step(self, features) -> tf.Tensor:
+        """float32 decision logits `[batch, K]` of a batch of features (inference mode).
+
+        The task's view of the model's output (`Task.decision_logits`): the
+        model's logits for a multi-class model, `[0, z]` for a one-logit one.
+        """
+        return self.task.decision_logits(self._model_logits(features))
+
     def _forward_with_loss(self, features, labels, sample_weight=None) -> Tuple[tf.Tensor, tf.Tensor]:
-        logits = self.predict_step(features)
+        logits = self._model_logits(features)
         labels = self.task.class_labels(labels, self.num_classes)
-        return logits, self._weighted_loss(labels, logits, sample_weight)
+        return self.task.decision_logits(logits), self._weighted_loss(labels, logits, sample_weight)
 
     def _make_train_loop(self):
         strategy = self.strategy

@@ -65,7 +65,11 @@ def _scalar_continued_fraction(x: float, a: float, b: float) -> float:
 
 
 def _scalar_incomplete_beta(x: float, a: float, b: float) -> float:
-    """`I_x(a, b)` for one `x` in (0, 1), checked arguments."""
+    """`I_x(a, b)` for one `x` in [0, 1], checked arguments."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:  # e.g. a bisection midpoint that rounds to 1
+        return 1.0
     log_front = (a * math.log(x) + b * math.log1p(-x)
                  - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))
     if x < (a + 1.0) / (a + b + 2.0):

@@ -381,3 +381,13 @@ def test_new_defaults_on_fresh_samples_monte_carlo():
         met[confidence] = np.mean(np.array(recalls) >= 0.9)
     assert met[0.9] >= 0.87, met  # >= 0.9 in expectation; 250 draws: standard error 0.019
     assert 0.4 <= met[0.5] <= 0.65, met
+
+
+def test_binomial_interval_near_all_successes_is_finite():
+    # Fractional counts within 0.01 of the trials made the bisection evaluate I_1(a, b).
+    from trainer.decisions.quantiles import binomial_interval
+    for successes, trials in ((14.99, 15), (999.9, 1000), (15.0, 15)):
+        low, high = binomial_interval(successes, trials, 0.9)
+        assert 0.0 < low < high <= 1.0
+    # Monotone in the count: more successes never lower the bounds.
+    assert binomial_interval(14.99, 15, 0.9)[0] >= binomial_interval(14.0, 15, 0.9)[0]

@@ -17,12 +17,23 @@ import tensorflow as tf
 
 from losses.prior_warnings import loss_corrects_prior
 from losses.rules import ClassWeights, ReweightingRule, inverse_frequency_weights, observed_class_counts
+from trainer.decisions.quantiles import binomial_interval
 from trainer.evaluation import EvaluationResult, ModelLogits
 from trainer.metrics import count_confusion_matrix, per_class_metrics
 
 MODES = ("target_class", "worst_class")
 BASE_WEIGHTS = ("inverse_frequency", "uniform")
 ADJUSTMENTS = ("weights", "margins")
+DEADBANDS = ("binomial",)
+# The deadband's default level: a two-sided 90% Clopper-Pearson interval. Measured by Monte
+# Carlo on synthetic binomial measurements (issue 13, item 4; the `test_deadband_*` tests in
+# tests/callbacks/test_recall_target.py check the effect), 15 held-out examples of the target
+# class, target 0.9, 30 updates, 50 repetitions, step 1, smoothing 0.5, mean final
+# |log multiplier|: at true recall 0.9 (pure noise) 0.340 without the deadband, 0.264 at level
+# 0.5, 0.042 at 0.8, 0.000 at 0.9; at true recall 0.8 (a shortfall 15 examples can hardly show)
+# 2.264 without, 1.632 at 0.9, 1.096 at 0.95; at true recall 0.6 every level reaches the cap
+# (log 10) as without. With 50 examples: noise 0.193 vs 0.007, shortfall 0.8: 2.298 vs 2.292.
+DEFAULT_DEADBAND_LEVEL = 0.9
 # Defaults chosen on the held-out split of long-tailed Fashion-MNIST (README,
 # "Recall targets"): the target-class weights reach the shirt target; for the
 # worst class, margins at step 0.5 gave the best held-out smallest recall and
@@ -90,9 +101,44 @@ class RecallTarget(ClassWeights):
       base makes the offsets `log prior - log c`: the logit-adjusted loss
       plus the controller's multipliers.
 
+    Deadband (`deadband='binomial'`, the default): a recall measured on `n`
+    held-out examples is a binomial proportion, so on 15 examples a class at
+    exactly the target recall 0.9 reads anywhere from about 0.73 to 1.0. The
+    controller does not chase that noise: when `update` is given the
+    held-out support `n_j` of each class, the smoothed recall
+    `r_j = 1 - m_j` is read as `r_j * n_j` successes of `n_j` and its
+    two-sided Clopper-Pearson interval at `deadband_level`
+    (`trainer.decisions.quantiles.binomial_interval`) is taken:
+
+    - `mode='target_class'`: outside the interval, the step is the one
+      above. Inside it, the controller keeps stepping only while it is still
+      approaching the target from the side of its last move (the error has
+      the sign of that move); once the target is crossed, or from rest, the
+      error is 0 (no move) and the class is settled until a measurement
+      leaves the interval. Without this hysteresis a pure deadband stops as
+      soon as the target enters the interval, i.e. at its far edge: on the
+      tests' data (13-15 held-out positives, target 0.7) that served test
+      recall 0.58/0.56/0.51 on three seeds vs 0.59/0.65/0.72 undamped; with
+      it, 0.68/0.68/0.72. The sign of the last move lives in the variable
+      `deadband_direction` (+1, -1, 0).
+    - `mode='worst_class'`: the reference is the balanced miss rate (the
+      mean of the measured `m_j`), and the same rule applies to each class's
+      error `m_j - reference`: a class not moving steps by the reference
+      instead of its own `m_j`, so after renormalisation it keeps its place.
+      When every class is settled within noise of the mean, nothing moves.
+
+    The interval uses the held-out support, not an effective sample size of
+    the moving average: the held-out split is the same examples at every
+    update, so averaging over updates adds no independent examples. A class
+    with support 0 at an update (absent from the held-out data) does not
+    move (and keeps its direction). Without supports (`update(recall)`
+    with `support=None`, e.g. a controller reading `val_recall/<k>` from
+    `model.fit` logs without `val_support/<k>`), the step is today's
+    undamped one; `deadband=None` always uses it.
+
     Multipliers are kept in `[min_weight, max_weight]`, so no class weight
     collapses to 0 or explodes. All state (multipliers, smoothed miss rates,
-    update count, the weights) lives in variables created by `build` inside
+    deadband directions, update count, the weights) lives in variables created by `build` inside
     the strategy scope: checkpointed with the rule and, being assigned in
     cross-replica context by the controller, identical on every replica.
 
@@ -123,6 +169,12 @@ class RecallTarget(ClassWeights):
       adjust: `'weights'` (scale the gradient) or `'margins'` (shift the
         logits inside the training loss by `-log w`); None: `'weights'` for
         `mode='target_class'`, `'margins'` for `'worst_class'`.
+      deadband: `'binomial'` (default): no move while the target (or, in
+        worst-class mode, the balanced recall) lies inside the sampling
+        interval of the measured recall (see above); None: move on every
+        measurement, as before.
+      deadband_level: Two-sided level of the Clopper-Pearson interval, in
+        (0, 1); default 0.9.
       name: Module name.
 
     Example:
@@ -141,7 +193,8 @@ class RecallTarget(ClassWeights):
                  step_size: Optional[float] = None, smoothing: float = 0.5,
                  min_weight: float = 0.1, max_weight: float = 10.0, loss: Any = None,
                  base_weights: Optional[str] = None, adjust: Optional[str] = None,
-                 name: Optional[str] = None):
+                 deadband: Optional[str] = "binomial",
+                 deadband_level: float = DEFAULT_DEADBAND_LEVEL, name: Optional[str] = None):
         ReweightingRule.__init__(self, name=name or "recall_target")
         mode = mode or ("target_class" if target_class is not None else None)
         if mode not in MODES:
@@ -164,6 +217,14 @@ class RecallTarget(ClassWeights):
         if adjust not in ADJUSTMENTS:
             raise ValueError(f"adjust must be one of {', '.join(ADJUSTMENTS)}, got {adjust!r}.")
         self.adjust = adjust
+        if deadband is not None and deadband not in DEADBANDS:
+            raise ValueError(f"deadband must be one of {', '.join(DEADBANDS)} or None, "
+                             f"got {deadband!r}.")
+        if isinstance(deadband_level, bool) or not isinstance(deadband_level, (int, float, np.floating)) \
+                or not 0.0 < deadband_level < 1.0:
+            raise ValueError(f"deadband_level must be in (0, 1), got {deadband_level!r}.")
+        self.deadband = deadband
+        self.deadband_level = float(deadband_level)
         self.mode = mode
         self.target_class = target_class
         self.target_recall = target_recall
@@ -192,6 +253,7 @@ class RecallTarget(ClassWeights):
         self.weights: Optional[tf.Variable] = None
         self.multipliers: Optional[tf.Variable] = None
         self.smoothed_miss_rate: Optional[tf.Variable] = None
+        self.deadband_direction: Optional[tf.Variable] = None
         self.num_updates: Optional[tf.Variable] = None
         self.last_update_step: Optional[tf.Variable] = None
 
@@ -223,6 +285,8 @@ class RecallTarget(ClassWeights):
         self.multipliers = tf.Variable(ones, trainable=False, name="multipliers")
         self.smoothed_miss_rate = tf.Variable(np.full(num_classes, np.nan, np.float32),
                                               trainable=False, name="smoothed_miss_rate")
+        self.deadband_direction = tf.Variable(np.zeros(num_classes, np.float32), trainable=False,
+                                              name="deadband_direction")
         self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates")
         self.last_update_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                             name="last_update_step")
@@ -240,9 +304,23 @@ class RecallTarget(ClassWeights):
 
     # -------------------------------------------------------------- update
 
+    def _inside_interval(self, recall: float, support: float, reference: float) -> bool:
+        """Whether `reference` lies in the Clopper-Pearson interval of `recall` measured on `support`."""
+        successes = min(max(recall, 0.0), 1.0) * support
+        if successes > support / 2.0:
+            # By symmetry, from the interval of the miss rate: `binomial_interval` fails
+            # (math domain error) for a fractional count within ~0.01 of `trials`, which a
+            # smoothed recall near 1 gives.
+            low_miss, high_miss = binomial_interval(support - successes, support, self.deadband_level)
+            low, high = 1.0 - high_miss, 1.0 - low_miss
+        else:
+            low, high = binomial_interval(successes, support, self.deadband_level)
+        return low <= reference <= high
+
     def next_multipliers(self, recall: np.ndarray, multipliers: np.ndarray,
-                         smoothed: np.ndarray) -> tuple:
-        """One controller step in NumPy: returns `(multipliers, smoothed_miss_rate)`.
+                         smoothed: np.ndarray, support: Optional[np.ndarray] = None,
+                         direction: Optional[np.ndarray] = None) -> tuple:
+        """One controller step in NumPy: returns `(multipliers, smoothed_miss_rate, direction)`.
 
         Args:
           recall: `[K]` measured recall; NaN for classes absent from the
@@ -250,6 +328,10 @@ class RecallTarget(ClassWeights):
           multipliers: `[K]` current multipliers.
           smoothed: `[K]` current smoothed miss rates (NaN before the first
             measurement of a class).
+          support: `[K]` held-out examples per class behind `recall`, or
+            None (unknown: no deadband). Used only with `deadband` set.
+          direction: `[K]` sign of each class's last move that is still
+            approaching (+1 raising, -1 lowering, 0 settled); None: all 0.
         """
         miss = 1.0 - np.asarray(recall, np.float64)
         measured = np.isfinite(miss)
@@ -257,34 +339,92 @@ class RecallTarget(ClassWeights):
         fresh = measured & ~np.isfinite(smoothed)
         ema = self.smoothing * smoothed + (1.0 - self.smoothing) * miss
         smoothed = np.where(fresh, miss, np.where(measured, ema, smoothed))
+        direction = np.zeros(len(smoothed), np.float64) if direction is None \
+            else np.asarray(direction, np.float64).copy()
+        damp = self.deadband is not None and support is not None
         log_multipliers = np.log(np.asarray(multipliers, np.float64))
         if self.mode == "target_class":
             t = self.target_class
             if np.isfinite(smoothed[t]):
-                log_multipliers[t] += self.step_size * (smoothed[t] - (1.0 - self.target_recall))
+                error = smoothed[t] - (1.0 - self.target_recall)
+                if damp and support[t] <= 0:
+                    error = 0.0  # no held-out example now: nothing new to act on
+                elif damp:
+                    inside = self._inside_interval(1.0 - smoothed[t], float(support[t]),
+                                                   self.target_recall)
+                    error, direction[t] = self._banded(error, inside, direction[t])
+                log_multipliers[t] += self.step_size * error
         else:
-            log_multipliers += self.step_size * np.where(np.isfinite(smoothed), smoothed, 0.0)
+            known = np.isfinite(smoothed)
+            step = np.where(known, smoothed, 0.0)
+            if damp and known.any():
+                reference = float(np.mean(smoothed[known]))
+                for j in np.flatnonzero(known):
+                    if support[j] <= 0:
+                        step[j] = reference  # no held-out example now: keeps its place
+                        continue
+                    inside = self._inside_interval(1.0 - smoothed[j], float(support[j]), 1.0 - reference)
+                    error, direction[j] = self._banded(smoothed[j] - reference, inside, direction[j])
+                    step[j] = reference + error
+            log_multipliers += self.step_size * step
             log_multipliers -= np.log(np.mean(np.exp(log_multipliers)))
         updated = np.clip(np.exp(log_multipliers), self.min_weight, self.max_weight)
-        return updated.astype(np.float32), smoothed.astype(np.float32)
+        return updated.astype(np.float32), smoothed.astype(np.float32), direction.astype(np.float32)
 
-    def update(self, recall: Sequence[float], step: Optional[int] = None) -> np.ndarray:
+    @staticmethod
+    def _banded(error: float, inside: bool, direction: float) -> tuple:
+        """The deadband with hysteresis: `(error to step by, new direction)`.
+
+        Outside the interval: the full error, and its sign becomes the
+        direction. Inside: keep stepping while still approaching from the
+        side of the last move (the same sign); once the error changes sign
+        (the reference was crossed) or from rest, no move and the class is
+        settled (direction 0) until a measurement leaves the interval.
+        """
+        sign = float(np.sign(error))
+        if not inside:
+            return error, sign
+        if direction != 0.0 and sign == direction:
+            return error, direction
+        return 0.0, 0.0
+
+    def update(self, recall: Sequence[float], step: Optional[int] = None,
+               support: Optional[Sequence[float]] = None) -> np.ndarray:
         """Moves the weights given held-out per-class recall; returns the new weights.
 
         Call from cross-replica context (a callback): the assignments then
-        reach every replica's copy.
+        reach every replica's copy. The step is a function of the numbers
+        passed and the rule's variables only, so every replica and worker
+        given the same numbers applies the same update.
+
+        Args:
+          recall: `[K]` held-out recall per class (NaN: no held-out example).
+          step: The optimizer step of the measurement, or None.
+          support: `[K]` held-out examples per class behind `recall` (the
+            confusion matrix's row sums), or None when unknown: then no
+            deadband applies (see the class docstring).
 
         Raises:
-          ValueError: when `recall` does not have one value per class.
+          ValueError: when `recall` or `support` does not have one value per
+            class, or `support` has a negative or non-finite value.
         """
         recall = np.asarray(recall, np.float64)
         if recall.shape != (self.num_classes,):
             raise ValueError(f"recall must have {self.num_classes} values, got shape {recall.shape}.")
-        multipliers, smoothed = self.next_multipliers(
-            recall, self.multipliers.numpy(), self.smoothed_miss_rate.numpy())
+        if support is not None:
+            support = np.asarray(support, np.float64)
+            if support.shape != (self.num_classes,):
+                raise ValueError(f"support must have {self.num_classes} values, got shape "
+                                 f"{support.shape}.")
+            if not np.all(np.isfinite(support)) or np.any(support < 0):
+                raise ValueError(f"support must be finite and non-negative, got {support.tolist()}.")
+        multipliers, smoothed, direction = self.next_multipliers(
+            recall, self.multipliers.numpy(), self.smoothed_miss_rate.numpy(), support,
+            self.deadband_direction.numpy())
         weights = self._effective_weights(multipliers.astype(np.float64))
         self.multipliers.assign(multipliers)
         self.smoothed_miss_rate.assign(smoothed)
+        self.deadband_direction.assign(direction)
         self.weights.assign(weights)
         self.num_updates.assign_add(1)
         if step is not None:
@@ -303,7 +443,8 @@ class RecallTarget(ClassWeights):
                 "class_counts": None if self.class_counts is None else self.class_counts.tolist(),
                 "step_size": self.step_size, "smoothing": self.smoothing,
                 "min_weight": self.min_weight, "max_weight": self.max_weight,
-                "base_weights": self.base_weights, "adjust": self.adjust}
+                "base_weights": self.base_weights, "adjust": self.adjust,
+                "deadband": self.deadband, "deadband_level": self.deadband_level}
 
 
 class RecallTargetController(keras.callbacks.Callback):
@@ -320,6 +461,14 @@ class RecallTargetController(keras.callbacks.Callback):
     - `validation_data=dataset`: evaluate on it at the end of each epoch, or
       every `update_every` optimizer steps (checked when the Trainer reports
       a finished loop of steps).
+
+    With each recall the controller passes the held-out support of every
+    class to the rule's deadband (`RecallTarget(deadband=...)`): the row sums
+    of the evaluation's confusion matrix (`on_evaluation`, or its own pass
+    over `validation_data`). Read from `model.fit` logs, the supports are
+    known only when the logs carry `val_support/<k>` for every class
+    (`PerClassMetrics` does not log them today); otherwise the update is the
+    undamped one, as without a deadband.
 
     After each update the new weights are added to the epoch's logs as
     `class_weight/<k>` (the Trainer also writes the weights used during each
@@ -356,15 +505,18 @@ class RecallTargetController(keras.callbacks.Callback):
         """The Trainer's evaluation of this epoch: its recall drives the end-of-epoch update."""
         self._evaluation = result
 
-    def _measured_recall(self, logs: Optional[Dict[str, Any]]) -> np.ndarray:
+    def _measured_recall(self, logs: Optional[Dict[str, Any]]) -> tuple:
+        """`(recall, support)` of the held-out split; support None when the logs do not carry it."""
         k = self.rule.num_classes
         if self._evaluation is not None and self._collector is None:
             result, self._evaluation = self._evaluation, None
-            return np.asarray(result.per_class()["recall"], np.float64)
+            matrix = np.asarray(result.confusion_matrix, np.float64)
+            return np.asarray(result.per_class()["recall"], np.float64), matrix.sum(axis=1)
         if self._collector is not None:
             logits, labels = self._collector(self.model)
             matrix = count_confusion_matrix(labels, logits.argmax(axis=1), k)
-            return np.asarray(per_class_metrics(matrix)["recall"], np.float64)
+            return (np.asarray(per_class_metrics(matrix)["recall"], np.float64),
+                    np.asarray(matrix, np.float64).sum(axis=1))
         logs = logs or {}
         missing = [f"val_recall/{j}" for j in range(k) if f"val_recall/{j}" not in logs]
         if missing:
@@ -372,7 +524,11 @@ class RecallTargetController(keras.callbacks.Callback):
                 f"RecallTargetController needs held-out per-class recall: pass validation_data "
                 f"(a held-out split of the training data) to the controller, or validation data "
                 f"to fit(); the logs lack {', '.join(missing[:3])}.")
-        return np.array([logs[f"val_recall/{j}"] for j in range(k)], np.float64)
+        recall = np.array([logs[f"val_recall/{j}"] for j in range(k)], np.float64)
+        support_keys = [f"val_support/{j}" for j in range(k)]
+        support = np.array([logs[key] for key in support_keys], np.float64) \
+            if all(key in logs for key in support_keys) else None
+        return recall, support
 
     def _step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None)
@@ -383,11 +539,13 @@ class RecallTargetController(keras.callbacks.Callback):
             return
         step = self._step()
         if step - max(int(self.rule.last_update_step.numpy()), 0) >= self.update_every:
-            self.rule.update(self._measured_recall(None), step=step)
+            recall, support = self._measured_recall(None)
+            self.rule.update(recall, step=step, support=support)
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         if self.update_every is None:
-            weights = self.rule.update(self._measured_recall(logs), step=self._step())
+            recall, support = self._measured_recall(logs)
+            weights = self.rule.update(recall, step=self._step(), support=support)
         else:
             weights = self.rule.class_weights().numpy()
         if logs is not None:

@@ -1,5 +1,6 @@
 """Tests of the recall-target rule and its controller: the update, replicas, resume, effect."""
 
+import math
 import types
 import warnings
 
@@ -23,6 +24,7 @@ from small_models import batched, small_mlp
 from trainer import Trainer
 from trainer.cli.build import make_recall_target
 from trainer.distribute import new_mirrored_strategy
+from trainer.evaluation import EvaluationResult
 
 NUM_CLASSES = 3
 NUM_FEATURES = 4
@@ -224,7 +226,7 @@ def test_controller_state_is_checkpointed_and_resumed(tmp_path, adjust):
     run(tmp_path / "resumed", 2)
     resumed, resumed_trainer = run(tmp_path / "resumed", 4)
     assert int(resumed.num_updates.numpy()) == int(straight.num_updates.numpy()) == 4
-    for name in ("multipliers", "smoothed_miss_rate", "weights"):
+    for name in ("multipliers", "smoothed_miss_rate", "deadband_direction", "weights"):
         np.testing.assert_allclose(getattr(resumed, name).numpy(), getattr(straight, name).numpy(),
                                    rtol=1e-5, err_msg=name)
     for a, b in zip(straight_trainer.model.weights, resumed_trainer.model.weights):
@@ -365,3 +367,171 @@ def test_adjust_is_checked_and_round_trips():
         RecallTarget(mode="worst_class", adjust="logits")
     rule = RecallTarget(mode="worst_class", adjust="margins")
     assert RecallTarget.from_config(rule.get_config()).adjust == "margins"
+
+
+# ----------------------------------------------------------------- deadband
+
+
+def binomial_tail_outside(successes, trials, p, level):
+    """Oracle: p is outside the two-sided Clopper-Pearson interval of successes/trials at level
+    iff one exact binomial tail at p is below (1 - level) / 2 (the interval's defining duality),
+    computed from the binomial probabilities directly."""
+    alpha = (1.0 - level) / 2.0
+    pmf = [math.comb(trials, i) * p ** i * (1 - p) ** (trials - i) for i in range(trials + 1)]
+    return sum(pmf[:successes + 1]) < alpha or sum(pmf[successes:]) < alpha
+
+
+@pytest.mark.parametrize("level", [0.9, 0.5])
+def test_deadband_moves_only_outside_the_exact_binomial_interval(level):
+    step, target, n = 2.0, 0.9, 15
+    moved = []
+    for successes in range(n + 1):
+        rule = built(RecallTarget(target_class=2, target_recall=target, step_size=step,
+                                  smoothing=0.0, deadband_level=level))
+        assert rule.deadband == "binomial", "the deadband is on by default"
+        rule.update([0.5, 0.5, successes / n], support=[40, 40, n])
+        multiplier = rule.multipliers.numpy()[2]
+        if binomial_tail_outside(successes, n, target, level):
+            # Outside: today's formula, by hand.
+            assert multiplier == pytest.approx(np.exp(step * ((1 - successes / n) - (1 - target))),
+                                               rel=1e-6), successes
+            moved.append(successes)
+        else:
+            assert multiplier == pytest.approx(1.0), f"{successes}/{n} is within noise of {target}"
+        np.testing.assert_allclose(rule.multipliers.numpy()[:2], [1.0, 1.0])
+    # At 90%, 15 examples show a shortfall only at 10/15 or below; at 50%, at 12/15 or below,
+    # and 15/15 shows a surplus (the weight comes down).
+    assert moved == (list(range(11)) if level == 0.9 else list(range(13)) + [15])
+    # The same recall on many examples is outside: the move is today's.
+    rule = built(RecallTarget(target_class=2, target_recall=target, step_size=step, smoothing=0.0))
+    rule.update([0.5, 0.5, 13 / 15], support=[40, 40, 1500])
+    assert rule.multipliers.numpy()[2] == pytest.approx(np.exp(step * (2 / 15 - 0.1)), rel=1e-6)
+
+
+def test_deadband_off_or_supports_unknown_is_todays_step():
+    for rule in (built(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0, smoothing=0.0,
+                                    deadband=None)),
+                 built(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0, smoothing=0.0))):
+        support = [40, 40, 15] if rule.deadband is None else None
+        rule.update([0.5, 0.5, 13 / 15], support=support)
+        assert rule.multipliers.numpy()[2] == pytest.approx(np.exp(2.0 * (2 / 15 - 0.1)), rel=1e-6)
+    # Support 0 (no held-out example of the class now): the interval is [0, 1], no move.
+    rule = built(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0, smoothing=0.5))
+    rule.update([0.5, 0.5, 0.2], support=[40, 40, 1500])
+    before = rule.multipliers.numpy()[2]
+    assert before > 1.0
+    rule.update([0.5, 0.5, np.nan], support=[40, 40, 0])
+    assert rule.multipliers.numpy()[2] == pytest.approx(before)
+
+
+def test_deadband_worst_class_steps_by_the_balanced_miss_rate_within_noise():
+    step = 1.0
+    # All three within noise of the mean recall on 15 examples each: nothing moves.
+    rule = built(RecallTarget(mode="worst_class", step_size=step, smoothing=0.0))
+    rule.update([12 / 15, 13 / 15, 14 / 15], support=[15, 15, 15])
+    np.testing.assert_allclose(rule.multipliers.numpy(), np.ones(3), rtol=1e-6)
+    # Classes 0 and 1 within noise of the balanced recall, class 2 far below it on 1500 examples.
+    rule = built(RecallTarget(mode="worst_class", step_size=step, smoothing=0.0))
+    recall = np.array([0.9, 0.9, 0.5])
+    rule.update(recall, support=[15, 15, 1500])
+    reference = np.mean(1 - recall)  # 0.2333: balanced recall 0.767, inside 13.5/15's interval
+    log_c = step * np.array([reference, reference, 0.5])
+    log_c -= np.log(np.mean(np.exp(log_c)))
+    np.testing.assert_allclose(rule.multipliers.numpy(), np.exp(log_c), rtol=1e-6)
+    # On many examples every class is outside: today's step.
+    plain = built(RecallTarget(mode="worst_class", step_size=step, smoothing=0.0, deadband=None))
+    banded = built(RecallTarget(mode="worst_class", step_size=step, smoothing=0.0))
+    plain.update(recall)
+    banded.update(recall, support=[1500, 1500, 1500])
+    np.testing.assert_allclose(banded.multipliers.numpy(), plain.multipliers.numpy(), rtol=1e-6)
+
+
+def test_deadband_keeps_approaching_until_the_target_is_crossed_then_settles():
+    step, n = 1.0, 15
+    rule = built(RecallTarget(target_class=2, target_recall=0.9, step_size=step, smoothing=0.0))
+    support = [40, 40, n]
+    expected = 0.0
+    # (successes of 15, moves?): 8/15 is outside (raise); 12/15 and 13/15 are inside but still
+    # short of 0.9 after a raise (keep raising); 14/15 crosses the target (settle); 13/15 then
+    # is within noise (hold); 15/15 is inside too (hold); 8/15 is outside again (raise).
+    for successes, moves, direction in [(8, True, 1), (12, True, 1), (13, True, 1), (14, False, 0),
+                                        (13, False, 0), (15, False, 0), (8, True, 1)]:
+        rule.update([0.5, 0.5, successes / n], support=support)
+        if moves:
+            expected += step * ((1 - successes / n) - 0.1)  # today's formula, by hand
+        assert np.log(rule.multipliers.numpy()[2]) == pytest.approx(expected, abs=1e-6), successes
+        assert rule.deadband_direction.numpy()[2] == direction, successes
+    # A class absent from this measurement (support 0) neither moves nor forgets its direction.
+    rule.update([0.5, 0.5, np.nan], support=[40, 40, 0])
+    assert np.log(rule.multipliers.numpy()[2]) == pytest.approx(expected, abs=1e-6)
+    assert rule.deadband_direction.numpy()[2] == 1
+
+
+def monte_carlo_log_multipliers(p, deadband, repetitions, n=15, updates=30, seed=0):
+    """Final log multiplier of the target class fed Binomial(n, p) / n recalls (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    finals = []
+    for _ in range(repetitions):
+        rule = built(RecallTarget(target_class=0, target_recall=0.9, deadband=deadband))
+        for successes in rng.binomial(n, p, size=updates):
+            rule.update([successes / n, 0.9, 0.9], support=[n, 60, 60])
+        finals.append(float(np.log(rule.multipliers.numpy()[0])))
+    return np.array(finals)
+
+
+def test_deadband_ignores_sampling_noise_monte_carlo():
+    # True recall = target: each measurement on 15 examples is noise around it.
+    plain = np.abs(monte_carlo_log_multipliers(0.9, None, 50)).mean()
+    banded = np.abs(monte_carlo_log_multipliers(0.9, "binomial", 50)).mean()
+    assert plain > 0.2, plain  # measured 0.340: the undamped controller chases the noise
+    assert banded * 3 <= plain, (banded, plain)  # measured 0.000
+
+
+def test_deadband_still_raises_a_real_shortfall_monte_carlo():
+    # True recall 0.6, target 0.9: both raise the weight (measured: both reach the cap, log 10).
+    plain = monte_carlo_log_multipliers(0.6, None, 10, seed=1)
+    banded = monte_carlo_log_multipliers(0.6, "binomial", 10, seed=1)
+    assert np.all(plain > 1.0) and np.all(banded > 1.0), (plain, banded)
+    assert banded.mean() >= 0.9 * plain.mean()
+
+
+def test_controller_passes_held_out_supports_to_the_deadband():
+    model = keras.Sequential([keras.Input((NUM_FEATURES,)), keras.layers.Dense(NUM_CLASSES)])
+    model.compile(optimizer="adam", loss="mse")
+    labels = np.array([0] * 20 + [1] * 20 + [2] * 15)
+    predicted = labels.copy()
+    predicted[-2:] = 0  # class 2: 13 of 15, within noise of 0.9
+    result = EvaluationResult.from_logits(np.eye(NUM_CLASSES)[predicted], labels)
+    for deadband, expected in (("binomial", 1.0), (None, np.exp(2.0 * (2 / 15 - 0.1)))):
+        rule = built(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0, smoothing=0.0,
+                                  deadband=deadband))
+        controller = rule.controller()
+        controller.set_model(model)
+        controller.on_evaluation(result)
+        controller.on_epoch_end(0, {})
+        assert rule.multipliers.numpy()[2] == pytest.approx(expected, rel=1e-6), deadband
+    # model.fit logs: supports used when every val_support/<k> is there, else undamped.
+    logs = {"val_recall/0": 1.0, "val_recall/1": 1.0, "val_recall/2": 13 / 15}
+    for extra, expected in (({}, np.exp(2.0 * (2 / 15 - 0.1))),
+                            ({f"val_support/{k}": n for k, n in enumerate([20, 20, 15])}, 1.0)):
+        rule = built(RecallTarget(target_class=2, target_recall=0.9, step_size=2.0, smoothing=0.0))
+        controller = RecallTargetController(rule)
+        controller.set_model(model)
+        controller.on_epoch_end(0, {**logs, **extra})
+        assert rule.multipliers.numpy()[2] == pytest.approx(expected, rel=1e-6), extra
+
+
+def test_deadband_arguments_are_checked_and_round_trip():
+    with pytest.raises(ValueError, match="deadband must be one of binomial or None, got 'wilson'"):
+        RecallTarget(target_class=1, target_recall=0.9, deadband="wilson")
+    for level in (0.0, 1.0, True):
+        with pytest.raises(ValueError, match="deadband_level must be in"):
+            RecallTarget(target_class=1, target_recall=0.9, deadband_level=level)
+    rule = built(RecallTarget(target_class=1, target_recall=0.9, deadband=None, deadband_level=0.8))
+    clone = RecallTarget.from_config(rule.get_config())
+    assert (clone.deadband, clone.deadband_level) == (None, 0.8)
+    assert RecallTarget(mode="worst_class").get_config()["deadband"] == "binomial"
+    with pytest.raises(ValueError, match="support must have 3 values"):
+        rule.update([0.9, 0.9, 0.9], support=[10, 10])
+    with pytest.raises(ValueError, match="support must be finite and non-negative"):
+        rule.update([0.9, 0.9, 0.9], support=[10, -1, 10])

@@ -90,6 +90,9 @@ class Trainer:
       operating_point: A decision (`trainer.decisions`) that `predict` and
         `predict_classes` apply, or None for the argmax. Set it explicitly,
         e.g. `trainer.operating_point = trainer.decisions.load(model_dir)`.
+      calibration: Calibrated probabilities (`trainer.decisions.Calibration`,
+        its `apply(logits)`) that `predict` returns, or None for the softmax.
+        Set it explicitly, e.g. `trainer.decisions.load_calibration(model_dir)`.
 
     Example:
       >>> trainer = Trainer(model=lambda: build_mlp((20,), 3), num_classes=3,
@@ -129,6 +132,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.is_chief = is_chief(self.strategy)
         self.operating_point: Any = None
+        self.calibration: Any = None
 
         with self.strategy.scope():
             self.model = self._resolve_model(model)
@@ -656,10 +660,13 @@ class Trainer:
           data: Batched dataset (features, or (features, labels)) or an array.
           logit_adjustment: Optional per-class offsets added to the logits
             before the softmax (e.g. `-tau * log(prior)` for post-hoc logit
-            adjustment). Without it, the `operating_point` (if any) adjusts
-            the logits.
+            adjustment). Without it, the `calibration` (if any) gives the
+            probabilities (as the exported model serves them), else the
+            `operating_point` (if any) adjusts the logits.
         """
         logits = self.predict_logits(data)
+        if logit_adjustment is None and self.calibration is not None:
+            return np.asarray(self.calibration.apply(logits))
         offsets = self._decision_offsets(logit_adjustment)
         if offsets is not None:
             logits = logits + offsets

@@ -263,6 +263,7 @@ def make_trainer(config: RunConfig, bundle: Any, *, loss: keras.losses.Loss,
                        feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance,
                        num_examples=bundle.train.num_examples)
     trainer.operating_point = decisions.load(config.output.model_dir)
+    trainer.calibration = decisions.load_calibration(config.output.model_dir)
     return trainer
 
 

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import math
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -32,8 +34,10 @@ RECALL_TARGET_MODES = ("target_class", "worst_class")
 # what happens on a fault, or only observe it. Every other field is compared with the saved run's.
 # `decision_folds` changes only which data chooses the operating point after training, not the
 # model; the fold directories refuse a cross-fit of other folds themselves (`trainer.cross_fit`).
+# `calibrate_probabilities` and `cost_matrix` too: both act after training, on the trained model.
 UNCOMPARED = ("epochs", "skip_nonfinite_steps", "strategy", "num_cpu_devices", "tpu", "model_dir",
-              "export_dir", "allow_config_change", "verbosity", "decision_folds")
+              "export_dir", "allow_config_change", "verbosity", "decision_folds",
+              "calibrate_probabilities", "cost_matrix")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,104 @@ class LossConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CostMatrixFile:
+    """The `--cost_matrix` CSV as read: its path, its K x K costs and its header's class names.
+
+    Attributes:
+      path: The file (for messages).
+      values: `K x K` costs, rows the true class, columns the decided class.
+      class_names: The header's class names in index order, or None without a header.
+    """
+
+    path: str
+    values: Tuple[Tuple[float, ...], ...]
+    class_names: Optional[Tuple[str, ...]] = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.values)
+
+
+def _cost_matrix_error(path: str, problem: str) -> UsageError:
+    return UsageError(f"--cost_matrix={path}: {problem}.")
+
+
+def read_cost_matrix(path: str) -> CostMatrixFile:
+    """Reads and checks a `--cost_matrix` CSV (the format the flag's help gives).
+
+    K rows of K finite numbers (row i, column j: the cost of deciding j when
+    the class is i), K >= 2, optionally after a first row of K class names:
+    a first row is that header when a cell of it is not a number, or when the
+    file has one row more than that row has cells (class names that are
+    numbers, e.g. `0,1,2`). Blank lines are skipped; cells are stripped of
+    spaces.
+
+    Raises:
+      UsageError: naming `--cost_matrix`, the path and the problem.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [[cell.strip() for cell in row] for row in csv.reader(handle)]
+    except OSError as error:
+        raise _cost_matrix_error(path, f"cannot be read ({error.strerror or error})") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise _cost_matrix_error(path, f"is not a UTF-8 CSV file ({error})") from None
+    rows = [row for row in rows if any(row)]
+    if not rows:
+        raise _cost_matrix_error(path, "is empty: give K rows of K costs (rows: true class)")
+
+    def number(cell: str) -> Optional[float]:
+        try:
+            return float(cell)
+        except ValueError:
+            return None
+
+    names: Optional[Tuple[str, ...]] = None
+    # Square costs: one more row than the first row has cells means a header, numeric names too.
+    if any(number(cell) is None for cell in rows[0]) or len(rows) == len(rows[0]) + 1:
+        names = tuple(rows[0])
+        rows = rows[1:]
+        if any(not name for name in names):
+            raise _cost_matrix_error(path, f"its header {list(names)} has an empty class name")
+    size = len(rows)
+    if size < 2:
+        raise _cost_matrix_error(path, f"has {size} row(s) of costs: give K >= 2 rows of K costs")
+    if names is not None and len(names) != size:
+        raise _cost_matrix_error(path, f"its header names {len(names)} classes but it has {size} rows "
+                                       f"of costs")
+    values = []
+    for line, row in enumerate(rows, start=2 if names is not None else 1):
+        if len(row) != size:
+            raise _cost_matrix_error(path, f"row {line} has {len(row)} values, not {size}: the matrix "
+                                           f"must be square (K rows of K costs)")
+        parsed = [number(cell) for cell in row]
+        bad = [cell for cell, value in zip(row, parsed) if value is None or not math.isfinite(value)]
+        if bad:
+            raise _cost_matrix_error(path, f"row {line} has {bad[0]!r}, not a finite number")
+        values.append(tuple(parsed))
+    return CostMatrixFile(path=path, values=tuple(values), class_names=names)
+
+
+def check_cost_matrix_classes(recall: "RecallConfig", class_names: Sequence[str]) -> None:
+    """Checks `--cost_matrix` against the data: one row and column per class, the header's names.
+
+    Raises:
+      UsageError: naming `--cost_matrix`, the path and the mismatch.
+    """
+    matrix = recall.cost_matrix
+    if matrix is None:
+        return
+    names = [str(name) for name in class_names]
+    if matrix.num_classes != len(names):
+        raise _cost_matrix_error(matrix.path, f"is {matrix.num_classes} x {matrix.num_classes} but the "
+                                              f"data has {len(names)} classes ({', '.join(names)}): "
+                                              f"give one row and column per class")
+    if matrix.class_names is not None and list(matrix.class_names) != names:
+        raise _cost_matrix_error(matrix.path, f"its header names {list(matrix.class_names)}, not the "
+                                              f"data's classes in index order {names}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RecallConfig:
     """Recall targets, recall callbacks and calibration (`trainer.cli.flag_groups.recall`).
 
@@ -101,6 +203,8 @@ class RecallConfig:
     decision_folds: Optional[int] = None
     decision_confidence: float = 0.5
     decision_estimator: str = "harrell_davis"
+    calibrate_probabilities: bool = True
+    cost_matrix: Optional[CostMatrixFile] = None
 
     @property
     def cross_fits(self) -> bool:
@@ -116,12 +220,15 @@ class RecallConfig:
 
     @property
     def calibration_kind(self) -> Optional[str]:
-        """The operating point calibration chooses: `'target_recall'`, `'worst_class'` or None.
+        """The operating point to choose: `'expected_cost'`, `'target_recall'`, `'worst_class'` or None.
 
-        With `target_class` and `target_recall`: the rule that reaches the target
-        recall with the best precision; else, with `recall_target_mode=worst_class`,
-        per-class logit offsets that raise the smallest recall.
+        With `cost_matrix`: the class of least expected cost. With `target_class`
+        and `target_recall`: the rule that reaches the target recall with the
+        best precision; else, with `recall_target_mode=worst_class`, per-class
+        logit offsets that raise the smallest recall.
         """
+        if self.cost_matrix is not None:
+            return "expected_cost"
         if self.target_recall is not None and self.target_class is not None:
             return "target_recall"
         if self.recall_target_mode == "worst_class":
@@ -366,9 +473,9 @@ def _class_weights(values: Optional[list]) -> Optional[Tuple[float, ...]]:
 
 
 def _default_calibrate(reweighting: str, recall_target_mode: str, target_class: Optional[int],
-                       target_recall: Optional[float]) -> bool:
-    """On when a target recall is given, or when the recall-target controller raises the worst class."""
-    return (target_recall is not None and target_class is not None) or (
+                       target_recall: Optional[float], cost_matrix: Optional[str] = None) -> bool:
+    """On with a cost matrix, a target recall, or when the recall-target controller raises the worst class."""
+    return cost_matrix is not None or (target_recall is not None and target_class is not None) or (
         reweighting == "recall_target" and recall_target_mode == "worst_class")
 
 
@@ -383,7 +490,9 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
     calibrate = f.calibrate
     if calibrate is None:
         calibrate = _default_calibrate(f.reweighting, f.recall_target_mode, f.target_class,
-                                       f.target_recall)
+                                       f.target_recall, f.cost_matrix)
+    _check_cost_matrix_combination(f)
+    cost_matrix = None if f.cost_matrix is None else read_cost_matrix(f.cost_matrix)
     config = RunConfig(
         data=DataConfig(
             dataset=f.dataset, eval_dataset=f.eval_dataset, validation_split=f.validation_split,
@@ -403,7 +512,8 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             reduce_lr_patience=f.reduce_lr_patience, reduce_lr_factor=f.reduce_lr_factor,
             calibrate=bool(calibrate), max_balanced_accuracy_drop=f.max_balanced_accuracy_drop,
             decision_folds=f.decision_folds, decision_confidence=f.decision_confidence,
-            decision_estimator=f.decision_estimator),
+            decision_estimator=f.decision_estimator,
+            calibrate_probabilities=bool(f.calibrate_probabilities), cost_matrix=cost_matrix),
         training=TrainingConfig(
             epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
             steps_per_loop=f.steps_per_loop, seed=f.seed, deterministic=f.deterministic,
@@ -418,6 +528,23 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
 
 
 # ------------------------------------------------------------------ the checks
+
+
+def _check_cost_matrix_combination(f: flags.FlagValues) -> None:
+    """Refuses `--cost_matrix` with another decision rule, or with `--calibrate=false`."""
+    if f.cost_matrix is None:
+        return
+    if f.target_recall is not None:
+        raise UsageError(f"--cost_matrix={f.cost_matrix} and --target_recall={f.target_recall:g} are two "
+                         f"decision rules (least expected cost, or a recall to reach): give one.")
+    if f.recall_target_mode == "worst_class":
+        raise UsageError(f"--cost_matrix={f.cost_matrix} and --recall_target_mode=worst_class are two "
+                         f"decision rules (least expected cost, or offsets that raise the smallest "
+                         f"recall): give one.")
+    if f.calibrate is False:
+        raise UsageError(f"--cost_matrix={f.cost_matrix} chooses the served decision after training, "
+                         f"and --calibrate=false turns that off: drop one.")
+
 
 
 def check(config: RunConfig, *, explicit_calibrate: Optional[bool] = None) -> None:
@@ -473,7 +600,8 @@ def _check_recall(config: RunConfig, explicit_calibrate: Optional[bool]) -> None
                      exclusive_minimum=True)
     if explicit_calibrate and recall.calibration_kind is None:
         raise UsageError("--calibrate needs --target_class and --target_recall (the recall to "
-                         "reach), or --recall_target_mode=worst_class (raise the smallest recall).")
+                         "reach), --recall_target_mode=worst_class (raise the smallest recall) or "
+                         "--cost_matrix (the least expected cost).")
     if recall.recall_target_step_size is not None:
         check_positive(recall.recall_target_step_size, "--recall_target_step_size")
     check_number(recall.max_balanced_accuracy_drop, "--max_balanced_accuracy_drop", minimum=0.0,

@@ -6,12 +6,16 @@ The training report reads the evaluation logits once (`Trainer.collect_logits`);
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
-from losses.rules import serialize_rule
+from losses.compose import Compose
+from losses.deferred import DeferredReweighting
+from losses.equalization import EqualizationV2
+from losses.rules import ClassWeights, TrainingContext, serialize_rule
 from trainer import decisions
 from trainer.cli.config import RecallConfig
 
@@ -35,6 +39,9 @@ def describe_decision(point: Any, class_names: Sequence[str]) -> str:
     """What the served decision is, in words: argmax, a threshold or offsets on which class."""
     if point is None:
         return "argmax"
+    if getattr(point, "kind", None) == decisions.CostPoint.kind:
+        probabilities = "the plain softmax" if point.calibration is None else "calibrated probabilities"
+        return f"least expected cost under --cost_matrix ({probabilities})"
     target = getattr(point, "target_class", None)
     if target is not None:
         name = class_names[target] if target < len(class_names) else str(target)
@@ -89,7 +96,7 @@ def training_metrics(metrics: Mapping[str, Any], *, class_names: Sequence[str], 
 
 
 def calibrate(trainer: Any, recall: RecallConfig, logits: np.ndarray, labels: np.ndarray, *,
-              save: bool) -> Any:
+              save: bool, calibration: Optional[decisions.Calibration] = None) -> Any:
     """Chooses the operating point `recall.calibration_kind` names on the held-out split's logits.
 
     The logits are the choosing data's: the validation split's, or the
@@ -103,8 +110,18 @@ def calibrate(trainer: Any, recall: RecallConfig, logits: np.ndarray, labels: np
       logits: `[N, K]` logits of the choosing data.
       labels: `[N]` its labels.
       save: Whether this process writes the run's files.
+      calibration: The probabilities' calibration (fitted on the same logits),
+        which the expected-cost decision (`--cost_matrix`) weighs; None: the
+        plain softmax.
     """
     kind = recall.calibration_kind
+    if kind == decisions.CostPoint.kind:
+        point = decisions.choose_cost_point(logits, labels, cost_matrix=recall.cost_matrix.values,
+                                            calibration=calibration)
+        trainer.operating_point = point
+        if save and trainer.model_dir:
+            point.save(trainer.model_dir)
+        return point
     if kind == "worst_class":
         params = {"max_balanced_accuracy_drop": recall.max_balanced_accuracy_drop}
     else:
@@ -133,6 +150,23 @@ def operating_point_report(point: Any, recall: RecallConfig, logits: np.ndarray,
     """
     calibrated = decisions.decision_metrics(point, logits, labels)
     where = {"chosen_on": chosen_on, "measured_on": measured_on}
+    if recall.calibration_kind == decisions.CostPoint.kind:
+        matrix = np.asarray(point.cost_matrix)
+        decided = point.decide(logits)
+        report = {
+            **point.to_dict(), **where,
+            "eval_cost": decisions.measured_cost(labels, decided, matrix),
+            "eval_expected_cost": float(np.mean(np.min(
+                decisions.expected_costs(point.probabilities(logits), matrix), axis=1))),
+            "argmax_eval_cost": decisions.measured_cost(labels, np.asarray(logits).argmax(axis=1), matrix),
+            "eval_recall": [float(r) for r in calibrated["recall"]],
+            "eval_balanced_accuracy": calibrated["balanced_accuracy"],
+            "argmax_eval_recall": [float(r) for r in argmax["recall"]],
+        }
+        logging.info("Expected-cost decision (costs chosen on %s): mean cost %.4g (expected %.4g) on %s; "
+                     "argmax %.4g.", chosen_on, report["eval_cost"], report["eval_expected_cost"],
+                     measured_on, report["argmax_eval_cost"])
+        return report
     if recall.calibration_kind == "worst_class":
         logging.info("Worst-class offsets chosen on %s (its smallest recall %.4f -> %.4f): "
                      "smallest recall %.4f, balanced accuracy %.4f on %s (argmax: %.4f, %.4f).",
@@ -160,6 +194,111 @@ def operating_point_report(point: Any, recall: RecallConfig, logits: np.ndarray,
         "argmax_eval_recall": float(argmax["recall"][k]),
         "argmax_eval_precision": float(argmax["precision"][k]),
     }
+
+
+def _final_context(trainer: Any) -> TrainingContext:
+    """The training context of the last epoch trained (the rule's state then)."""
+    epoch = max(int(trainer.epoch.numpy()) - 1, 0)
+    return TrainingContext(epoch=tf.constant(epoch, tf.int64), step=tf.constant(
+        int(trainer.global_step.numpy()), tf.int64))
+
+
+def _gradient_weights(rule: Any, epoch: int) -> Optional[np.ndarray]:
+    """The per-class weights `rule` scaled the gradient by at `epoch` (None: it scales none by class).
+
+    Class weights (`ClassWeights` and its subclasses, the recall-target controller
+    with `adjust='weights'`: its final weights), their product under `Compose`,
+    a deferred rule's once active. Not EQL v2 (its weights are one-vs-all
+    gradient magnitudes, no prior shift), not a rule that acts through logit
+    offsets (margins: `prior_shift` reads those).
+    """
+    if rule is None or isinstance(rule, EqualizationV2):
+        return None
+    if isinstance(rule, DeferredReweighting):
+        return _gradient_weights(rule.rule, epoch) if epoch >= rule.start_epoch else None
+    if isinstance(rule, Compose):
+        product = None
+        for inner in rule.rules:
+            weights = _gradient_weights(inner, epoch)
+            if weights is not None:
+                product = weights if product is None else product * weights
+        return product
+    if isinstance(rule, ClassWeights) and getattr(rule, "adjust", "weights") == "weights":
+        weights = rule.class_weights()
+        return None if weights is None else np.asarray(weights, np.float64)
+    return None
+
+
+def prior_shift(trainer: Any, rule: Any) -> Dict[str, Any]:
+    """The prior shift the training introduced, as `fit_temperature`'s arguments, and what it is.
+
+    - `loss_offsets`: the logit shift the training loss saw, added before the
+      temperature: a logit-adjusted or balanced-softmax loss's `logit_shift()`
+      (`tau log prior`, `log n`) plus the rule's training `logit_offsets` at the
+      last epoch (recall-target margins, `-log w`).
+    - `prior_correction`: `-log w` of the per-class weights the rule scaled the
+      gradient by (`_gradient_weights`; a moving controller's final weights, an
+      approximation).
+    No correction for other losses (focal, LDAM, weighted recall, sigmoid): they
+    shift no known prior; the temperature alone is fitted.
+
+    Returns:
+      `{'loss_offsets', 'prior_correction', 'undoes'}` (lists or None; `undoes`
+      in words).
+    """
+    undone: List[str] = []
+    offsets = None
+    shift = getattr(trainer.loss, "logit_shift", None)
+    if callable(shift):
+        offsets = np.asarray(shift(), np.float64)
+        undone.append(f"the logit shift of the loss ({type(trainer.loss).__name__})")
+    context = _final_context(trainer)
+    margins = None if rule is None else rule.logit_offsets(context)
+    if margins is not None:
+        margins = np.asarray(margins, np.float64)
+        offsets = margins if offsets is None else offsets + margins
+        undone.append("the rule's training logit offsets (margins)")
+    weights = _gradient_weights(rule, int(context.epoch.numpy()))
+    correction = None if weights is None else decisions.class_weight_correction(weights)
+    if correction is not None:
+        undone.append("the rule's class weights on the gradient (-log w)")
+    return {"loss_offsets": None if offsets is None else [float(v) for v in offsets],
+            "prior_correction": None if correction is None else [float(v) for v in correction],
+            "undoes": "; ".join(undone) if undone else "nothing (no known prior shift in the training)"}
+
+
+def fit_calibration(trainer: Any, rule: Any, logits: np.ndarray, labels: np.ndarray, *,
+                    save: bool) -> Tuple[decisions.Calibration, Dict[str, Any]]:
+    """Temperature scaling on the choosing data's logits after undoing the training's prior shift.
+
+    Args:
+      trainer: The trained Trainer (its loss, and `model_dir` to save in).
+      rule: The reweighting rule as it ran, or None.
+      logits: `[N, K]` logits of the choosing data (never the reporting data).
+      labels: `[N]` its labels.
+      save: Whether to write `<model_dir>/calibration.json`.
+
+    Returns:
+      The calibration and `prior_shift(trainer, rule)`.
+    """
+    shift = prior_shift(trainer, rule)
+    calibration = decisions.fit_temperature(logits, labels, loss_offsets=shift["loss_offsets"],
+                                            prior_correction=shift["prior_correction"])
+    if save and trainer.model_dir:
+        calibration.save(trainer.model_dir)
+    return calibration, shift
+
+
+def calibration_report(calibration: decisions.Calibration, shift: Mapping[str, Any], logits: np.ndarray,
+                       labels: np.ndarray, *, fitted_on: str, measured_on: str) -> Dict[str, Any]:
+    """metrics.json's `calibration`: the fit, and NLL / ECEs on the evaluation logits with and without it."""
+    calibrated = decisions.calibration_metrics(logits, labels, calibration)
+    raw = decisions.calibration_metrics(logits, labels)
+    logging.info("Temperature %.4g fitted on %s (undoing %s): ECE %.4f (uncalibrated %.4f) on %s.",
+                 calibration.temperature, fitted_on, shift["undoes"], calibrated["ece"], raw["ece"],
+                 measured_on)
+    return {**calibration.to_dict(), "undoes": shift["undoes"], "eval": calibrated,
+            "eval_uncalibrated": raw, "fitted_on": fitted_on, "measured_on": measured_on}
 
 
 def markdown_report(metrics: Mapping[str, Any], class_names: Sequence[str], *, source: str,

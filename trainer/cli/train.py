@@ -60,6 +60,7 @@ def run(config: RunConfig) -> Dict[str, Any]:
     chief = build.chief(strategy)
     bundle = build.load_bundle(config)
     logging.info("Data: %s", bundle.description)
+    config_lib.check_cost_matrix_classes(config.recall, bundle.class_names)
     held_out_counts = None if bundle.validation is None else bundle.validation.class_counts
     folds_choice = config_lib.choose_decision_folds(config.recall, held_out_counts)
     config = config.with_data(bundle.num_classes, tuple(bundle.train.input_shape),
@@ -86,11 +87,16 @@ def run(config: RunConfig) -> Dict[str, Any]:
     logits, labels = trainer.collect_logits(parts.data.eval)
     argmax = report.argmax_metrics(logits, labels)
     measured_on = report.describe_split(bundle.eval)
-    point_report, decision_data = None, None
+    point_report, decision_data, choosing = None, None, None
     if config.recall.calibrate:
         choosing, decision_data = _choosing_logits(config, bundle, strategy, parts, changed,
                                                    folds_choice, rows)
-        point = report.calibrate(trainer, config.recall, *choosing, save=chief)
+    calibration, calibration_facts = _calibrate_probabilities(
+        config, bundle, parts, choosing, decision_data, logits, labels, measured_on, save=chief)
+    if calibration is not None:
+        trainer.calibration = calibration  # predict() returns what the export serves
+    if config.recall.calibrate:
+        point = report.calibrate(trainer, config.recall, *choosing, save=chief, calibration=calibration)
         point_report = report.operating_point_report(
             point, config.recall, logits, labels, argmax, chosen_on=decision_data["chosen_on"],
             measured_on=measured_on)
@@ -102,13 +108,14 @@ def run(config: RunConfig) -> Dict[str, Any]:
         flag_values=config_lib.project_flag_values(), config_changes=resume.changes(),
         argmax=argmax, decision=decision, measured_on=measured_on)
     metrics["data_splits"] = bundle.splits_summary()
+    metrics["calibration"] = calibration_facts
     if point_report is not None:
         metrics["operating_point"] = point_report
         metrics["decision_data"] = decision_data
     if chief:
         fingerprint.record_run(model_dir, current, resume)
         write_json_atomically(os.path.join(model_dir, METRICS_FILENAME), metrics)
-        _export(config, bundle, trainer)
+        _export(config, bundle, trainer, calibration)
         chosen = "" if decision_data is None else f"; chosen on {decision_data['chosen_on']}"
         print(format_decision_table(served, argmax, bundle.class_names, decision=decision,
                                     measured_on=measured_on + chosen))
@@ -180,14 +187,63 @@ def _choosing_logits(config: RunConfig, bundle: Any, strategy: tf.distribute.Str
     return (out_of_fold.logits, out_of_fold.labels), facts
 
 
-def _export(config: RunConfig, bundle: Any, trainer: Any) -> None:
+def _calibrate_probabilities(config: RunConfig, bundle: Any, parts: Any,
+                             choosing: Optional[Tuple[np.ndarray, np.ndarray]],
+                             decision_data: Optional[Dict[str, Any]], logits: np.ndarray,
+                             labels: np.ndarray, measured_on: str, *, save: bool
+                             ) -> Tuple[Any, Dict[str, Any]]:
+    """`--calibrate_probabilities`: temperature scaling on the choosing data; metrics.json's `calibration`.
+
+    The choosing data are the operating point's (`choosing`, with
+    `decision_data` saying what they are) or, without an operating point, the
+    validation split's logits; never the reporting split's. Without either
+    (`--eval_dataset` and nothing that holds out a split) nothing is fitted,
+    and the returned facts say why. A fitted calibration is saved as
+    `<model_dir>/calibration.json` (with `save`).
+
+    Returns:
+      `(calibration or None, the facts for metrics.json)`.
+    """
+    if not config.recall.calibrate_probabilities:
+        return None, {"skipped": "--calibrate_probabilities=false"}
+    if choosing is None:
+        if bundle.validation is None or parts.data.held_out is None:
+            return None, {"skipped": "no held-out split of the training data to fit on (--eval_dataset "
+                                     "holds none out, and the test split never chooses)"}
+        choosing = parts.trainer.collect_logits(parts.data.held_out)
+        fitted_on = report.describe_split(bundle.validation)
+    else:
+        fitted_on = decision_data["chosen_on"]
+    calibration, shift = report.fit_calibration(parts.trainer, parts.rule, *choosing, save=save)
+    facts = report.calibration_report(calibration, shift, logits, labels, fitted_on=fitted_on,
+                                      measured_on=measured_on)
+    if save and parts.trainer.model_dir:
+        _write_calibration_summaries(parts.trainer, facts)
+    return calibration, facts
+
+
+def _write_calibration_summaries(trainer: Any, facts: Dict[str, Any]) -> None:
+    """TensorBoard scalars of the evaluation split's ECEs (`<model_dir>/calibration`), at the last step."""
+    step = int(trainer.global_step.numpy())
+    writer = tf.summary.create_file_writer(os.path.join(trainer.model_dir, "calibration"))
+    with writer.as_default():
+        for name, key in (("calibrated", "eval"), ("uncalibrated", "eval_uncalibrated")):
+            tf.summary.scalar(f"ece/{name}", facts[key]["ece"], step=step)
+            for k, value in enumerate(facts[key]["per_class_ece"]):
+                tf.summary.scalar(f"ece_per_class/{name}/{k}", value, step=step)
+        tf.summary.scalar("temperature", facts["temperature"], step=step)
+    writer.close()
+
+
+def _export(config: RunConfig, bundle: Any, trainer: Any, calibration: Any = None) -> None:
     export_dir = config.output.resolved_export_dir
     if export_dir is None:
         return
     point = trainer.operating_point
     export_saved_model(trainer.model, export_dir, input_shape=bundle.train.input_shape,
                        class_names=bundle.class_names, operating_point=point,
-                       metadata={"num_classes": bundle.num_classes, "dataset": config.data.dataset})
+                       metadata={"num_classes": bundle.num_classes, "dataset": config.data.dataset},
+                       calibration=calibration)
     logging.info("Exported the serving model to %s", export_dir)
 
 

@@ -74,6 +74,10 @@ def test_exported_model_matches_in_a_fresh_process(synthetic_run):
                                                 feature_variance=bundle.feature_variance),
                       optimizer=lambda: keras.optimizers.Adam(1e-3), num_classes=num_classes,
                       model_dir=str(model_dir))
+    # The run's calibrated probabilities (calibration.json), as the export serves them.
+    from trainer import decisions
+    trainer.calibration = decisions.load_calibration(str(model_dir))
+    assert trainer.calibration is not None
     np.testing.assert_allclose(trainer.predict(features), probabilities, rtol=1e-4, atol=1e-5)
 
 

@@ -75,3 +75,22 @@ flags.DEFINE_integer(
     "Default: 5 when the validation split has too few --target_class examples to show "
     "--target_recall (even catching every one of them gives an exact 90% lower confidence bound "
     "below --target_recall: fewer than 22 for 0.9), else off.")
+flags.DEFINE_bool(
+    "calibrate_probabilities", True,
+    "After training, fit temperature scaling (Guo et al. 2017) on the data that chooses the "
+    "operating point (the validation split, or the out-of-fold logits of --decision_folds; never "
+    "the test split), after undoing the prior shift the training introduced (class weights on "
+    "the gradient: -log w; a logit-adjusted or balanced-softmax loss, or recall-target margins: "
+    "the logit shift the loss saw). Saves <model_dir>/calibration.json, reports per-class and "
+    "overall expected calibration error on the evaluation split in metrics.json, and the export "
+    "serves the calibrated probabilities. Skipped (said in metrics.json) without a held-out "
+    "split (--eval_dataset).")
+flags.DEFINE_string(
+    "cost_matrix", None,
+    "Path of a K x K CSV of decision costs: row i, column j is the cost of deciding class j when "
+    "the true class is i (K: the number of classes). Either K rows of K numbers, or a first row "
+    "naming the classes in index order (the data's class names) followed by those rows. The "
+    "served decision becomes the class of least expected cost under the calibrated "
+    "probabilities (--calibrate_probabilities; the plain softmax without it); metrics.json "
+    "reports the measured and expected cost on the evaluation split next to argmax's. Not with "
+    "--target_recall or --recall_target_mode=worst_class (each is a decision rule of its own).")

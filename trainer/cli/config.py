@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import math
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -21,9 +19,10 @@ from trainer.checks import (
     check_positive_integer,
 )
 from trainer.cli import flag_groups
+from trainer.cli.cost_matrix import CostMatrixFile, read_cost_matrix
+from trainer.cli.decision_folds import choose_decision_folds
 from trainer.cli.errors import UsageError
 from trainer.cli.fingerprint import DATA_NAMES
-from trainer.decisions.cutoffs import can_show_recall, shown_confidence
 from trainer.models import pick_model_name
 
 FLAGS = flags.FLAGS
@@ -77,104 +76,6 @@ class LossConfig:
     ldam_scale: float
     drw_start_epoch: int
     drw_rule: str
-
-
-@dataclasses.dataclass(frozen=True)
-class CostMatrixFile:
-    """The `--cost_matrix` CSV as read: its path, its K x K costs and its header's class names.
-
-    Attributes:
-      path: The file (for messages).
-      values: `K x K` costs, rows the true class, columns the decided class.
-      class_names: The header's class names in index order, or None without a header.
-    """
-
-    path: str
-    values: Tuple[Tuple[float, ...], ...]
-    class_names: Optional[Tuple[str, ...]] = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.values)
-
-
-def _cost_matrix_error(path: str, problem: str) -> UsageError:
-    return UsageError(f"--cost_matrix={path}: {problem}.")
-
-
-def read_cost_matrix(path: str) -> CostMatrixFile:
-    """Reads and checks a `--cost_matrix` CSV (the format the flag's help gives).
-
-    K rows of K finite numbers (row i, column j: the cost of deciding j when
-    the class is i), K >= 2, optionally after a first row of K class names:
-    a first row is that header when a cell of it is not a number, or when the
-    file has one row more than that row has cells (class names that are
-    numbers, e.g. `0,1,2`). Blank lines are skipped; cells are stripped of
-    spaces.
-
-    Raises:
-      UsageError: naming `--cost_matrix`, the path and the problem.
-    """
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [[cell.strip() for cell in row] for row in csv.reader(handle)]
-    except OSError as error:
-        raise _cost_matrix_error(path, f"cannot be read ({error.strerror or error})") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise _cost_matrix_error(path, f"is not a UTF-8 CSV file ({error})") from None
-    rows = [row for row in rows if any(row)]
-    if not rows:
-        raise _cost_matrix_error(path, "is empty: give K rows of K costs (rows: true class)")
-
-    def number(cell: str) -> Optional[float]:
-        try:
-            return float(cell)
-        except ValueError:
-            return None
-
-    names: Optional[Tuple[str, ...]] = None
-    # Square costs: one more row than the first row has cells means a header, numeric names too.
-    if any(number(cell) is None for cell in rows[0]) or len(rows) == len(rows[0]) + 1:
-        names = tuple(rows[0])
-        rows = rows[1:]
-        if any(not name for name in names):
-            raise _cost_matrix_error(path, f"its header {list(names)} has an empty class name")
-    size = len(rows)
-    if size < 2:
-        raise _cost_matrix_error(path, f"has {size} row(s) of costs: give K >= 2 rows of K costs")
-    if names is not None and len(names) != size:
-        raise _cost_matrix_error(path, f"its header names {len(names)} classes but it has {size} rows "
-                                       f"of costs")
-    values = []
-    for line, row in enumerate(rows, start=2 if names is not None else 1):
-        if len(row) != size:
-            raise _cost_matrix_error(path, f"row {line} has {len(row)} values, not {size}: the matrix "
-                                           f"must be square (K rows of K costs)")
-        parsed = [number(cell) for cell in row]
-        bad = [cell for cell, value in zip(row, parsed) if value is None or not math.isfinite(value)]
-        if bad:
-            raise _cost_matrix_error(path, f"row {line} has {bad[0]!r}, not a finite number")
-        values.append(tuple(parsed))
-    return CostMatrixFile(path=path, values=tuple(values), class_names=names)
-
-
-def check_cost_matrix_classes(recall: "RecallConfig", class_names: Sequence[str]) -> None:
-    """Checks `--cost_matrix` against the data: one row and column per class, the header's names.
-
-    Raises:
-      UsageError: naming `--cost_matrix`, the path and the mismatch.
-    """
-    matrix = recall.cost_matrix
-    if matrix is None:
-        return
-    names = [str(name) for name in class_names]
-    if matrix.num_classes != len(names):
-        raise _cost_matrix_error(matrix.path, f"is {matrix.num_classes} x {matrix.num_classes} but the "
-                                              f"data has {len(names)} classes ({', '.join(names)}): "
-                                              f"give one row and column per class")
-    if matrix.class_names is not None and list(matrix.class_names) != names:
-        raise _cost_matrix_error(matrix.path, f"its header names {list(matrix.class_names)}, not the "
-                                              f"data's classes in index order {names}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,76 +277,6 @@ class RunConfig:
             self, data=dataclasses.replace(self.data, num_classes=num_classes),
             model=ModelConfig(self.model.model or pick_model_name(input_shape)),
             recall=dataclasses.replace(self.recall, decision_folds=folds))
-
-
-# ------------------------------------------------------------------ cross-fitted decisions
-
-# The folds the automatic --decision_folds turns on.
-AUTOMATIC_DECISION_FOLDS = 5
-# The confidence at which the validation split must be able to show the target recall, or the
-# automatic --decision_folds cross-fits (independent of --decision_confidence, which sets how the
-# cut-off is placed: a split too small to show the target is too small to place it well).
-SHOWABLE_CONFIDENCE = 0.9
-
-
-@dataclasses.dataclass(frozen=True)
-class DecisionFolds:
-    """The resolved `--decision_folds` and why.
-
-    Attributes:
-      folds: 0 (choose on the held-out split) or K >= 2 (on out-of-fold logits).
-      automatic: Whether the flag was left to its default.
-      reason: One sentence for the log and metrics.json.
-    """
-
-    folds: int
-    automatic: bool
-    reason: str
-
-
-def choose_decision_folds(recall: RecallConfig,
-                          held_out_class_counts: Optional[Sequence[int]]) -> DecisionFolds:
-    """Resolves `--decision_folds`: as given, or automatic.
-
-    Automatic: `AUTOMATIC_DECISION_FOLDS` for a target-recall calibration whose
-    held-out split cannot show the target, i.e. when even catching all `n` of
-    its target-class examples gives a one-sided lower confidence bound below
-    `--target_recall` at `SHOWABLE_CONFIDENCE` (the exact bound,
-    `trainer.decisions.cutoffs.can_show_recall`: exact, so `t ** n > 1 -
-    confidence`; 0.9 at 0.9 needs 22 examples); otherwise off (also for
-    worst-class offsets and without a calibration).
-
-    Args:
-      recall: The recall settings (`decision_folds` None for automatic).
-      held_out_class_counts: Examples per class of the held-out split, or None.
-    """
-    given = recall.decision_folds
-    if given is not None:
-        if not recall.calibrate:
-            return DecisionFolds(0, False, "no operating point is calibrated")
-        if given == 0:
-            return DecisionFolds(0, False, "--decision_folds=0: the held-out split chooses")
-        return DecisionFolds(given, False, f"--decision_folds={given} given")
-    if not recall.calibrate:
-        return DecisionFolds(0, True, "no operating point is calibrated")
-    if recall.calibration_kind != "target_recall":
-        return DecisionFolds(0, True, "automatic cross-fitting is for --target_recall only; the "
-                                      "held-out split chooses the worst-class offsets (pass "
-                                      "--decision_folds=K to cross-fit them)")
-    if held_out_class_counts is None:
-        return DecisionFolds(0, True, "the held-out class counts are unknown")
-    k, target = recall.target_class, recall.target_recall
-    n = int(held_out_class_counts[k]) if k < len(held_out_class_counts) else 0
-    shown = shown_confidence(n, n, target) if n else 0.0
-    facts = (f"the held-out split has {n} example(s) of class {k}: catching all of them shows "
-             f"recall >= {target:g} at {shown:.1%} confidence")
-    if n == 0 or not can_show_recall(n, target, SHOWABLE_CONFIDENCE):
-        return DecisionFolds(AUTOMATIC_DECISION_FOLDS, True,
-                             f"{facts}, below {SHOWABLE_CONFIDENCE:.0%}: "
-                             f"cross-fitting with {AUTOMATIC_DECISION_FOLDS} folds (--decision_folds=0 "
-                             f"turns it off)")
-    return DecisionFolds(0, True, f"{facts}, enough for {SHOWABLE_CONFIDENCE:.0%}: no "
-                                  f"cross-fitting (--decision_folds=K turns it on)")
 
 
 # ------------------------------------------------------------------ reading the flags

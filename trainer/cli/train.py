@@ -14,7 +14,7 @@ from absl import logging
 
 from trainer import cross_fit
 from trainer.checks import ArgumentError
-from trainer.cli import app, build, fingerprint, report
+from trainer.cli import app, build, cost_matrix, decision_folds, fingerprint, report
 from trainer.cli import config as config_lib
 from trainer.cli.config import RunConfig
 from trainer.cli.errors import UsageError, flags_named
@@ -60,9 +60,9 @@ def run(config: RunConfig) -> Dict[str, Any]:
     chief = build.chief(strategy)
     bundle = build.load_bundle(config)
     logging.info("Data: %s", bundle.description)
-    config_lib.check_cost_matrix_classes(config.recall, bundle.class_names)
+    cost_matrix.check_cost_matrix_classes(config.recall, bundle.class_names)
     held_out_counts = None if bundle.validation is None else bundle.validation.class_counts
-    folds_choice = config_lib.choose_decision_folds(config.recall, held_out_counts)
+    folds_choice = decision_folds.choose_decision_folds(config.recall, held_out_counts)
     config = config.with_data(bundle.num_classes, tuple(bundle.train.input_shape),
                               bundle.validation is not None, held_out_class_counts=held_out_counts)
     if config.recall.calibrate:
@@ -151,7 +151,7 @@ def _cross_fit_rows(config: RunConfig, bundle: Any) -> Tuple[np.ndarray, np.ndar
 
 
 def _choosing_logits(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, parts: Any,
-                     changed: List[str], folds_choice: config_lib.DecisionFolds,
+                     changed: List[str], folds_choice: decision_folds.DecisionFolds,
                      rows: Optional[Tuple[np.ndarray, np.ndarray]]
                      ) -> Tuple[Tuple[np.ndarray, np.ndarray], Dict[str, Any]]:
     """The logits and labels the operating point is chosen on, and what they are (for metrics.json).

@@ -13,7 +13,7 @@ from absl import flags
 
 from cli_processes import read_log, reap, run_cli, start_cli
 from trainer import cross_fit
-from trainer.cli import build
+from trainer.cli import build, decision_folds
 from trainer.cli import config as config_lib
 from trainer.cli.errors import UsageError
 
@@ -193,10 +193,10 @@ def test_automatic_folds_turn_on_exactly_when_the_held_out_split_cannot_show_the
         early_stopping_patience=None, stop_at_recall=None, reduce_lr_patience=None,
         reduce_lr_factor=0.5, calibrate=True, max_balanced_accuracy_drop=0.0)
     for n in range(0, 80):
-        choice = config_lib.choose_decision_folds(recall, [500, n])
+        choice = decision_folds.choose_decision_folds(recall, [500, n])
         cannot = not _all_caught_shows(n, target_recall)
         assert choice.automatic and choice.folds == (5 if cannot else 0), (n, choice)
-    assert config_lib.choose_decision_folds(recall, [500, 3]).reason.startswith(
+    assert decision_folds.choose_decision_folds(recall, [500, 3]).reason.startswith(
         "the held-out split has 3 example(s) of class 1")
 
 
@@ -208,7 +208,7 @@ def configure(data_path, tmp_path):
         config = config_lib.from_flags()
         bundle = build.load_bundle(config)
         counts = bundle.validation.class_counts
-        return (config_lib.choose_decision_folds(config.recall, counts),
+        return (decision_folds.choose_decision_folds(config.recall, counts),
                 config.with_data(bundle.num_classes, tuple(bundle.train.input_shape), True,
                                  held_out_class_counts=counts), counts)
 

@@ -1,7 +1,10 @@
 """Exports a trained classifier as a SavedModel that serves raw features.
 
 The serving signature returns class probabilities (calibrated when a calibration is given), the class
-the operating point decides (argmax without one) and its name.
+the operating point decides (argmax without one), its name, and the scores the rule compared. A model
+trained on a table serves its raw named columns (`serving_default`: numeric columns float32 with NaN
+for missing, categorical columns strings) through the training's `FeatureEncoder`; `serve_features`
+takes the encoded inputs.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from trainer.data.encoding import FeatureEncoder
+from trainer.data.schema import NUMERIC, TabularSchema
 from trainer.decisions.base import OperatingPoint
 from trainer.decisions.calibration import Calibration
 from trainer.json_files import read_json, write_json_atomically
 
 SERVING_SIGNATURE = "serving_default"
+# The signature on encoded inputs `[N, width]` (the same as `serving_default` without a schema).
+FEATURES_SIGNATURE = "serve_features"
 
 
 class ServingModule(tf.Module):
@@ -32,34 +39,55 @@ class ServingModule(tf.Module):
       calibration: The probabilities' calibration (its `apply_tensor`): the
         `probabilities` output; the plain softmax when None. It does not
         change `class_id` (the operating point's, or the argmax).
+      schema: A table's column schema: `serve_columns` then takes its raw named
+        columns through a `FeatureEncoder`.
     """
 
     def __init__(self, model: keras.Model, class_names: Sequence[str],
-                 operating_point: OperatingPoint | None = None, calibration: Calibration | None = None):
+                 operating_point: OperatingPoint | None = None, calibration: Calibration | None = None,
+                 schema: TabularSchema | None = None):
         super().__init__(name="serving")
         self.model = model
         self.class_names = tf.constant([str(name) for name in class_names])
-        self._decide = None if operating_point is None else operating_point.decide_tensor
+        self._point = operating_point
         self._calibrate = None if calibration is None else calibration.apply_tensor
+        self.encoder = None if schema is None else FeatureEncoder(schema)
+        self._inputs = [] if schema is None else schema.serving_inputs()
 
     def serve(self, features: tf.Tensor):
+        """Encoded inputs `[N, width]` -> the outputs (see the module doc)."""
         logits = tf.cast(self.model(features, training=False), tf.float32)
-        if self._decide is None:
+        if self._point is None:
             class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            scores = logits
         else:
-            class_ids = tf.cast(self._decide(logits), tf.int32)
+            class_ids = tf.cast(self._point.decide_tensor(logits), tf.int32)
+            scores = self._point.score_tensor(logits)
         return {
             "probabilities": (tf.nn.softmax(logits, axis=-1) if self._calibrate is None
                               else self._calibrate(logits)),
             "logits": logits,
+            "decision_scores": scores,
             "class_id": class_ids,
             "class_name": tf.gather(self.class_names, class_ids),
         }
 
+    def serve_columns(self, columns: dict):
+        """Raw named columns (by signature input name) -> the outputs."""
+        typed = {spec["column"]: columns[spec["input"]] for spec in self._inputs}
+        return self.serve(self.encoder(typed))
+
+    def column_signature(self) -> list:
+        """The input signature of `serve_columns`: one `[None]` tensor per column."""
+        return [{spec["input"]: tf.TensorSpec([None], tf.float32 if spec["kind"] == NUMERIC
+                                              else tf.string, name=spec["input"])
+                 for spec in self._inputs}]
+
 
 def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequence[int],
                        class_names: Sequence[str], operating_point: OperatingPoint | None = None,
-                       metadata: dict | None = None, calibration: Calibration | None = None) -> str:
+                       metadata: dict | None = None, calibration: Calibration | None = None,
+                       schema: TabularSchema | None = None) -> str:
     """Writes the SavedModel to `export_dir`, replacing it atomically.
 
     The model is written to a sibling temporary directory first and renamed
@@ -79,6 +107,10 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
       calibration: Served as the `probabilities` output (temperature scaling,
         `trainer.decisions.calibration`); None serves the plain softmax. Its
         `to_dict()` is stored as the metadata's `calibration`.
+      schema: The table's column schema when the model was trained on one: the
+        `serving_default` signature then takes its raw named columns (metadata
+        `features`: column, input name, kind, dtype, vocabulary size; and
+        `schema`), `serve_features` the encoded inputs.
 
     Returns:
       `export_dir`.
@@ -89,16 +121,23 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
     if calibration is not None and calibration.num_classes != len(class_names):
         raise ValueError(f"The calibration is for {calibration.num_classes} classes but there are "
                          f"{len(class_names)} class names.")
-    module = ServingModule(model, class_names, operating_point, calibration)
-    signature = tf.function(
+    module = ServingModule(model, class_names, operating_point, calibration, schema)
+    features = tf.function(
         module.serve, input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name="features")])
+    signatures = {FEATURES_SIGNATURE: features}
+    signatures[SERVING_SIGNATURE] = features if schema is None else tf.function(
+        module.serve_columns, input_signature=module.column_signature())
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
-        tf.saved_model.save(module, staging, signatures={SERVING_SIGNATURE: signature})
+        tf.saved_model.save(module, staging, signatures=signatures)
         write_json_atomically(os.path.join(staging, "assets.extra", "metadata.json"), {
             "class_names": [str(n) for n in class_names], "input_shape": list(input_shape),
+            "signatures": {SERVING_SIGNATURE: "named columns" if schema is not None else "features",
+                           FEATURES_SIGNATURE: "features"},
+            **({} if schema is None else {"features": schema.serving_inputs(),
+                                          "schema": schema.to_json()}),
             **(metadata or {}),
             "operating_point": None if operating_point is None else operating_point.to_dict(),
             **({} if calibration is None else {"calibration": calibration.to_dict()})})
@@ -115,11 +154,16 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
     return export_dir
 
 
-def load_serving_function(export_dir: str):
-    """Loads the serving signature of an exported model.
+def load_serving_function(export_dir: str, signature: str = SERVING_SIGNATURE):
+    """Loads a serving signature of an exported model.
+
+    Args:
+      export_dir: The exported model.
+      signature: `SERVING_SIGNATURE` (raw inputs: named columns for a table) or
+        `FEATURES_SIGNATURE` (encoded inputs, `features=`).
 
     Returns:
-      `(serve, metadata)`: `serve(features=...)` returns the dict of tensors.
+      `(serve, metadata)`: `serve(...)` returns the dict of tensors.
 
     Raises:
       ValueError: naming `export_dir` when it holds no exported model.
@@ -129,4 +173,6 @@ def load_serving_function(export_dir: str):
                          f"train first, or give the directory the model was exported to.")
     loaded = tf.saved_model.load(export_dir)
     metadata = read_json(os.path.join(export_dir, "assets.extra", "metadata.json"))
-    return loaded.signatures[SERVING_SIGNATURE], metadata
+    if signature not in loaded.signatures:  # exported before `serve_features` existed
+        signature = SERVING_SIGNATURE
+    return loaded.signatures[signature], metadata

@@ -45,12 +45,16 @@ def build_mlp(input_shape: Sequence[int], num_classes: int, *, hidden_units: Seq
 
 def build_cnn(input_shape: Sequence[int], num_classes: int, *, feature_mean: Optional[np.ndarray] = None,
               feature_variance: Optional[np.ndarray] = None) -> keras.Model:
-    """conv32-pool-conv64-pool-dense128, the small CNN of the benchmarks."""
+    """conv32-pool-conv64-pool-dense128, the small CNN of the benchmarks.
+
+    Images of shape (height, width) get a channel axis after the normalisation, so its
+    statistics are those of the input's last axis (as `load_data` computes them) either way.
+    """
     shape = tuple(input_shape)
     layers = [keras.Input(shape=shape, name="features")]
+    layers += _normalization(feature_mean, feature_variance)
     if len(shape) == 2:
         layers.append(keras.layers.Reshape(shape + (1,)))
-    layers += _normalization(feature_mean, feature_variance)
     layers += [
         keras.layers.Conv2D(32, 3, activation="relu"),
         keras.layers.MaxPooling2D(),

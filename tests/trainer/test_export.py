@@ -43,7 +43,8 @@ def test_the_export_serves_the_decision_and_records_it(point, tmp_path):
     if point is not None:
         assert np.mean(expected != logits.argmax(axis=1)) > 0.02, "the point changes some decisions"
     assert metadata == {"class_names": ["a", "b", "c"], "input_shape": [5], "dataset": "synthetic",
-                        "operating_point": None if point is None else point.to_dict()}
+                        "operating_point": None if point is None else point.to_dict(),
+                        "signatures": {"serving_default": "features", "serve_features": "features"}}
     assert json.loads(json.dumps(metadata, allow_nan=False)) == metadata
 
 

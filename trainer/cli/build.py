@@ -138,7 +138,8 @@ def load_bundle(config: RunConfig) -> Any:
         label_key=data.label_key,
         imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.training.seed,
         num_classes=data.num_classes, cache_dir=config.output.model_dir,
-        hold_out_validation=config.needs_held_out_split)
+        hold_out_validation=config.needs_held_out_split, columns=data.column_options(),
+        class_names=data.class_names, channels_first=data.channels_first)
 
 
 # ------------------------------------------------------------------ the parts

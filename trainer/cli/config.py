@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from absl import flags
 
@@ -23,11 +23,16 @@ from trainer.cli.cost_matrix import CostMatrixFile, read_cost_matrix
 from trainer.cli.decision_folds import choose_decision_folds
 from trainer.cli.errors import UsageError
 from trainer.cli.fingerprint import DATA_NAMES
+from trainer.data.csv_source import ColumnOptions
+from trainer.data.labels import canonical_label, class_index, describe_classes, is_int_label
+from trainer.data.schema import DEFAULT_MAX_VOCABULARY, DEFAULT_MIN_CATEGORY_COUNT, DEFAULT_MISSING_VALUES
 from trainer.models import pick_model_name
 
 FLAGS = flags.FLAGS
 
 RECALL_TARGET_MODES = ("target_class", "worst_class")
+# The per-class metrics `--monitor` may follow as `<metric>/<class>` (`trainer.metrics.flatten_metrics`).
+PER_CLASS_METRICS = ("recall", "precision", "f1")
 
 # Config fields a resumed run may change freely: they extend the run (epochs), say where it runs or
 # what happens on a fault, or only observe it. Every other field is compared with the saved run's.
@@ -53,6 +58,28 @@ class DataConfig:
     imbalance_ratio: float
     data_dir: Optional[str]
     num_classes: Optional[int]
+    feature_columns: Optional[Tuple[str, ...]] = None
+    exclude_columns: Tuple[str, ...] = ()
+    categorical_columns: Tuple[str, ...] = ()
+    weight_column: Optional[str] = None
+    missing: str = "impute"
+    missing_values: Optional[Tuple[str, ...]] = None
+    max_vocabulary: int = DEFAULT_MAX_VOCABULARY
+    min_category_count: int = DEFAULT_MIN_CATEGORY_COUNT
+    class_names: Optional[Tuple[str, ...]] = None
+    channels_first: Optional[bool] = None
+
+    def column_options(self) -> ColumnOptions:
+        """How a CSV file's columns are chosen and read (`trainer.data.ColumnOptions`)."""
+        missing_values = DEFAULT_MISSING_VALUES if self.missing_values is None else (
+            ("",) + tuple(self.missing_values))
+        return ColumnOptions(
+            feature_columns=None if self.feature_columns is None else tuple(self.feature_columns),
+            exclude_columns=tuple(self.exclude_columns or ()),
+            categorical_columns=tuple(self.categorical_columns or ()),
+            weight_column=self.weight_column or None, missing_values=tuple(missing_values),
+            max_vocabulary=self.max_vocabulary, min_category_count=self.min_category_count,
+            missing=self.missing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +113,11 @@ class RecallConfig:
     worst-class controller) is already applied. `decision_folds` is None
     (automatic) until `RunConfig.with_data` resolves it to 0 (the held-out
     split chooses the operating point) or K >= 2 (out-of-fold logits of
-    every training row do; `choose_decision_folds`).
+    every training row do; `choose_decision_folds`). `target_class` is an index, or
+    a class name until `RunConfig.with_class_names` resolves it.
     """
 
-    target_class: Optional[int]
+    target_class: Optional[Union[int, str]]
     target_recall: Optional[float]
     recall_target_mode: str
     recall_target_adjust: Optional[str]
@@ -241,6 +269,40 @@ class RunConfig:
             calibrates_on_it = recall.calibrate and recall.decision_folds == 0
         return self.steers_on_held_out_split or calibrates_on_it
 
+    def with_class_names(self, class_names: Sequence[str]) -> "RunConfig":
+        """The config with each flag that names a class (`--target_class`, `--monitor`'s
+        `recall/<k>`) resolved to a class index of the data (`trainer.data.labels.class_index`).
+
+        Call it once, with the data's class names, before `with_data`. An index stays an
+        index and a name is looked up in `class_names`; where a name is also an index (string
+        labels that are numbers: classes '2', '5', 'other'), the name wins ('2' is class 0).
+        With integer labels the two always agree.
+
+        Raises:
+          UsageError: naming the flag and its value, and listing the classes, for a value
+            that is neither a class name nor an index of one.
+        """
+        names = [str(n) for n in class_names]
+
+        def resolve(flag: str, value: Union[int, str], given: Optional[str] = None) -> int:
+            k = class_index(value, names)
+            if k is None:
+                mapping = describe_classes(names) or f"0..{len(names) - 1}"
+                raise UsageError(f"{flag}={given or value} does not exist: the data has {len(names)} classes "
+                                 f"({mapping}); give a class index or a class name.")
+            return k
+
+        recall = self.recall
+        target = recall.target_class
+        if target is not None:
+            target = resolve("--target_class", target)
+        monitor = recall.monitor
+        metric, slash, value = (monitor or "").rpartition("/")
+        if slash and metric in PER_CLASS_METRICS:
+            monitor = f"{metric}/{resolve('--monitor', value, monitor)}"
+        return dataclasses.replace(self, recall=dataclasses.replace(
+            recall, target_class=target, monitor=monitor))
+
     def with_data(self, num_classes: int, input_shape: Tuple[int, ...], has_held_out_split: bool, *,
                   held_out_class_counts: Optional[Sequence[int]] = None) -> "RunConfig":
         """Checks the flags against the loaded data; returns the config with data defaults resolved.
@@ -258,10 +320,8 @@ class RunConfig:
         Raises:
           UsageError: naming the flag that does not fit the data.
         """
-        target_class = self.recall.target_class
-        if target_class is not None and not 0 <= target_class < num_classes:
-            raise UsageError(f"--target_class={target_class} does not exist: the data has "
-                             f"{num_classes} classes (0..{num_classes - 1}).")
+        # Class flags: indices must exist (names were resolved by `with_class_names`).
+        self = self.with_class_names([str(c) for c in range(num_classes)])
         weights = self.loss.class_weights
         if weights is not None and len(weights) != num_classes:
             raise UsageError(f"--class_weights has {len(weights)} values but there are {num_classes} "
@@ -303,6 +363,14 @@ def _class_weights(values: Optional[list]) -> Optional[Tuple[float, ...]]:
                          f"{','.join(values)!r}.") from error
 
 
+def _class_flag(value: Optional[str]) -> Optional[Union[int, str]]:
+    """A flag naming a class: an index (int) when it is an integer ('2', '2.0'), else the name."""
+    if value is None:
+        return None
+    text = value.strip()
+    return int(canonical_label(text)) if is_int_label(canonical_label(text)) else text
+
+
 def _default_calibrate(reweighting: str, recall_target_mode: str, target_class: Optional[int],
                        target_recall: Optional[float], cost_matrix: Optional[str] = None) -> bool:
     """On with a cost matrix, a target recall, or when the recall-target controller raises the worst class."""
@@ -329,14 +397,22 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             dataset=f.dataset, eval_dataset=f.eval_dataset, validation_split=f.validation_split,
             test_split=f.test_split, label_column=f.label_column, feature_key=f.feature_key,
             label_key=f.label_key,
-            imbalance_ratio=f.imbalance_ratio, data_dir=f.data_dir, num_classes=f.num_classes),
+            imbalance_ratio=f.imbalance_ratio, data_dir=f.data_dir, num_classes=f.num_classes,
+            feature_columns=None if f.feature_columns is None else tuple(f.feature_columns),
+            exclude_columns=tuple(f.exclude_columns or ()),
+            categorical_columns=tuple(f.categorical_columns or ()), weight_column=f.weight_column,
+            missing=f.missing,
+            missing_values=None if f.missing_values is None else tuple(f.missing_values),
+            max_vocabulary=f.max_vocabulary, min_category_count=f.min_category_count,
+            class_names=None if f.class_names is None else tuple(f.class_names),
+            channels_first=f.channels_first),
         model=ModelConfig(model=f.model),
         loss=LossConfig(
             loss=f.loss, reweighting=f.reweighting, class_weights=_class_weights(f.class_weights),
             target_weight=f.target_weight, beta=f.beta, gamma=f.gamma, tau=f.tau,
             ldam_scale=f.ldam_scale, drw_start_epoch=f.drw_start_epoch, drw_rule=f.drw_rule),
         recall=RecallConfig(
-            target_class=f.target_class, target_recall=f.target_recall,
+            target_class=_class_flag(f.target_class), target_recall=f.target_recall,
             recall_target_mode=f.recall_target_mode, recall_target_adjust=f.recall_target_adjust,
             recall_target_step_size=f.recall_target_step_size, monitor=f.monitor,
             early_stopping_patience=f.early_stopping_patience, stop_at_recall=f.stop_at_recall,
@@ -424,7 +500,7 @@ def _check_recall(config: RunConfig, explicit_calibrate: Optional[bool]) -> None
             recall.target_class is None or recall.target_recall is None):
         raise UsageError("--reweighting=recall_target with --recall_target_mode=target_class "
                          "needs --target_class and --target_recall.")
-    if recall.target_class is not None:
+    if isinstance(recall.target_class, int):
         check_class_index(recall.target_class, "--target_class")
     if recall.target_recall is not None:
         check_number(recall.target_recall, "--target_recall", minimum=0.0, maximum=1.0,

@@ -11,6 +11,7 @@ import math
 from typing import Any, Optional, Sequence, Tuple
 
 from trainer.cli.errors import UsageError
+from trainer.data.labels import class_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,8 @@ def check_cost_matrix_classes(recall: Any, class_names: Sequence[str]) -> None:
         raise _cost_matrix_error(matrix.path, f"is {matrix.num_classes} x {matrix.num_classes} but the "
                                               f"data has {len(names)} classes ({', '.join(names)}): "
                                               f"give one row and column per class")
-    if matrix.class_names is not None and list(matrix.class_names) != names:
+    # Each header cell names its column's class, by name or by index (`labels.class_index`).
+    if matrix.class_names is not None and [class_index(cell, names) for cell in matrix.class_names] != list(
+            range(len(names))):
         raise _cost_matrix_error(matrix.path, f"its header names {list(matrix.class_names)}, not the "
                                               f"data's classes in index order {names}")

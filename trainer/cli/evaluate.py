@@ -1,6 +1,7 @@
 """The evaluation command (`python -m trainer.evaluate`): an exported model on labelled data, as a report.
 
-Data flags not given default to those the model was trained with (`metrics.json`); writes evaluation.json/.md.
+Data flags not given default to those the model was trained with (`metrics.json`); writes
+evaluation.json, evaluation.md and evaluation.html.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import numpy as np
 from absl import flags
 
 from trainer import data as data_lib
-from trainer.cli import app, flag_groups, report
+from trainer.cli import app, flag_groups, html_report, report
 from trainer.cli.config import DataConfig
 from trainer.cli.errors import UsageError
 from trainer.cli.flag_groups import evaluation as evaluation_flags
-from trainer.export import load_serving_function
+from trainer.data.schema import TabularSchema
+from trainer.export import FEATURES_SIGNATURE, load_serving_function
 from trainer.json_files import read_json, write_json_atomically
 from trainer.metrics import count_confusion_matrix, format_per_class_table, per_class_metrics
 
@@ -30,8 +32,9 @@ USAGE = """Evaluate an exported model on labelled data and write a report.
 
 USAGE: python -m trainer.evaluate --model_dir=runs/x [--eval_dataset=csv:test.csv] [flags]
 
-Prints the per-class table and confusion matrix and writes evaluation.json and evaluation.md (to
---report_dir, default --model_dir). Data flags not given default to those the model was trained with.
+Prints the per-class table and confusion matrix and writes evaluation.json, evaluation.md and
+evaluation.html (figures; needs matplotlib) to --report_dir, default --model_dir. Data flags not given
+default to those the model was trained with.
 """
 
 
@@ -54,9 +57,13 @@ class EvaluateConfig:
     report_dir: str
 
 
-def _trained_flags(model_dir: str) -> Dict[str, Any]:
+def _trained_metrics(model_dir: str) -> Dict[str, Any]:
     path = os.path.join(model_dir, "metrics.json")
-    return read_json(path).get("flags", {}) if os.path.isfile(path) else {}
+    return read_json(path) if os.path.isfile(path) else {}
+
+
+def _trained_flags(model_dir: str) -> Dict[str, Any]:
+    return _trained_metrics(model_dir).get("flags", {})
 
 
 def from_flags(flag_values: flags.FlagValues = FLAGS) -> EvaluateConfig:
@@ -74,17 +81,21 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> EvaluateConfig:
                           report_dir=flag_values.report_dir or model_dir)
 
 
-def _confusion_matrix(serve: Any, dataset: Any, num_classes: int) -> np.ndarray:
-    matrix = np.zeros((num_classes, num_classes), np.int64)
+def _serve_all(serve: Any, dataset: Any) -> Dict[str, np.ndarray]:
+    """The serving function over `dataset`: `labels`, `class_id`, `logits`, `probabilities` of every row."""
+    keys = ("class_id", "logits", "probabilities")
+    parts: Dict[str, list] = {key: [] for key in ("labels", *keys)}
     for features, labels in dataset:
-        predicted = serve(features=features)["class_id"].numpy()
-        matrix += count_confusion_matrix(labels.numpy(), predicted, num_classes)
-    return matrix
+        served = serve(features=features)
+        parts["labels"].append(labels.numpy())
+        for key in keys:
+            parts[key].append(served[key].numpy())
+    return {key: np.concatenate(values) for key, values in parts.items()}
 
 
 def run(config: EvaluateConfig) -> Dict[str, Any]:
     """Evaluates the exported model as `config` says; returns the report."""
-    serve, metadata = load_serving_function(config.export_dir)
+    serve, metadata = load_serving_function(config.export_dir, FEATURES_SIGNATURE)
     class_names = list(metadata["class_names"])
     data = config.data
     bundle = data_lib.load_data(
@@ -92,12 +103,15 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
         test_split=data.test_split, label_column=data.label_column, feature_key=data.feature_key,
         label_key=data.label_key,
         imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.seed,
-        num_classes=len(class_names), cache_dir=config.model_dir)
+        num_classes=len(class_names), cache_dir=config.model_dir, columns=data.column_options(),
+        class_names=None if data.class_names is None else tuple(data.class_names),
+        channels_first=data.channels_first,
+        schema=None if metadata.get("schema") is None else TabularSchema.from_json(metadata["schema"]))
     if list(bundle.class_names) != class_names:
         raise UsageError(f"The evaluation data's classes {bundle.class_names} differ from the "
                          f"model's {class_names}.")
-    matrix = _confusion_matrix(serve, bundle.eval.dataset(BATCH_SIZE, shuffle=False, seed=0),
-                               len(class_names))
+    outputs = _serve_all(serve, bundle.eval.dataset(BATCH_SIZE, shuffle=False, seed=0))
+    matrix = count_confusion_matrix(outputs["labels"], outputs["class_id"], len(class_names))
     metrics = per_class_metrics(matrix)
     operating_point = metadata.get("operating_point")
     evaluation: Dict[str, Any] = {key: metrics[key] for key in report.METRIC_KEYS
@@ -110,6 +124,7 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
     print("confusion matrix (rows: true, columns: predicted):")
     print(matrix)
     print(f"Wrote {os.path.join(config.report_dir, 'evaluation.json')} and evaluation.md")
+    html_report.write_evaluation_report(config, bundle, metadata, outputs, _trained_metrics(config.model_dir))
     return evaluation
 
 

@@ -14,7 +14,7 @@ from absl import logging
 
 from trainer import cross_fit
 from trainer.checks import ArgumentError
-from trainer.cli import app, build, cost_matrix, decision_folds, fingerprint, report
+from trainer.cli import app, build, cost_matrix, decision_folds, fingerprint, html_report, report
 from trainer.cli import config as config_lib
 from trainer.cli.config import RunConfig
 from trainer.cli.errors import UsageError, flags_named
@@ -28,8 +28,8 @@ USAGE = """Train a classifier on imbalanced data and report per-class metrics.
 
 USAGE: python -m trainer.main --dataset=csv:data.csv --label_column=fault --model_dir=runs/faults [flags]
 
-Writes checkpoints, TensorBoard events, metrics.json and the exported model under --model_dir (with
---decision_folds, the fold models under <model_dir>/folds too); the same command on the same
+Writes checkpoints, TensorBoard events, metrics.json, report.html and the exported model under
+--model_dir (with --decision_folds, the fold models under <model_dir>/folds too); the same command on the same
 --model_dir resumes (refused, before training, if its settings or data changed: see
 --allow_config_change). Exit status: 0 done, 2 bad flags or data ("error: ..."), 3 a non-finite loss,
 143 preempted after saving a checkpoint.
@@ -60,6 +60,9 @@ def run(config: RunConfig) -> Dict[str, Any]:
     chief = build.chief(strategy)
     bundle = build.load_bundle(config)
     logging.info("Data: %s", bundle.description)
+    if bundle.schema is not None:
+        logging.info("Features: %s", bundle.schema.describe(limit=100))
+    config = config.with_class_names(bundle.class_names)
     cost_matrix.check_cost_matrix_classes(config.recall, bundle.class_names)
     held_out_counts = None if bundle.validation is None else bundle.validation.class_counts
     folds_choice = decision_folds.choose_decision_folds(config.recall, held_out_counts)
@@ -109,6 +112,7 @@ def run(config: RunConfig) -> Dict[str, Any]:
         argmax=argmax, decision=decision, measured_on=measured_on)
     metrics["data_splits"] = bundle.splits_summary()
     metrics["calibration"] = calibration_facts
+    metrics["epoch_evaluations_on"] = html_report.epoch_evaluation_data(config, bundle)
     if point_report is not None:
         metrics["operating_point"] = point_report
         metrics["decision_data"] = decision_data
@@ -121,6 +125,10 @@ def run(config: RunConfig) -> Dict[str, Any]:
                                     measured_on=measured_on + chosen))
         print(f"Wrote {os.path.join(model_dir, METRICS_FILENAME)}; "
               f"TensorBoard: tensorboard --logdir {model_dir}")
+        html_report.write_training_report(
+            config, bundle, trainer, logits, labels, measured_on=measured_on + chosen, decision=decision,
+            calibration=calibration, calibration_facts=calibration_facts,
+            epoch_data=metrics["epoch_evaluations_on"])
     return metrics
 
 
@@ -242,8 +250,9 @@ def _export(config: RunConfig, bundle: Any, trainer: Any, calibration: Any = Non
     point = trainer.operating_point
     export_saved_model(trainer.model, export_dir, input_shape=bundle.train.input_shape,
                        class_names=bundle.class_names, operating_point=point,
-                       metadata={"num_classes": bundle.num_classes, "dataset": config.data.dataset},
-                       calibration=calibration)
+                       metadata={"num_classes": bundle.num_classes, "dataset": config.data.dataset,
+                                 "label_column": config.data.label_column},
+                       calibration=calibration, schema=bundle.schema)
     logging.info("Exported the serving model to %s", export_dir)
 
 

@@ -4,16 +4,21 @@ Sources: synthetic, fashion_mnist_lt, npz:PATH, csv:PATH, tfrecord:GLOB (see `so
 """
 
 # Modules, one job each: `sources` (specs, `load_data`), `bundle` (`DataSplit`, `DataBundle`),
-# `arrays` (in-memory data, NPZ), `csv_source` / `tfrecord_source` (streamed files), `streaming`
+# `arrays` (in-memory data, NPZ), `csv_source` / `tfrecord_source` (streamed files), `schema`
+# (a table's columns), `column_scan` (the pass that infers it), `encoding` (cells -> model inputs,
+# shared with the export), `streaming`
 # (their statistics pass and pipeline), `splits` (stratified train/validation/test splits and
 # K folds), `stats` (counts, moments, JSON cache), `labels` (label -> class index), `synthetic`,
 # `fashion_mnist`, `errors`.
 
 from .bundle import DataBundle, DataSplit
+from .csv_source import ColumnOptions
 from .errors import DataArgumentError, DataWarning, InputDataError
+from .schema import DEFAULT_MISSING_VALUES, TabularSchema
 from .sources import TINY_CLASS_SIZE, VALID_FORMS, load_data, parse_spec
 from .splits import DEFAULT_TEST_SPLIT, stratified_fold_ids, stratified_folds
 
-__all__ = ["DEFAULT_TEST_SPLIT", "DataArgumentError", "DataBundle", "DataSplit", "DataWarning",
-           "InputDataError", "TINY_CLASS_SIZE", "VALID_FORMS", "load_data", "parse_spec",
-           "stratified_fold_ids", "stratified_folds"]
+__all__ = ["ColumnOptions", "DEFAULT_MISSING_VALUES", "DEFAULT_TEST_SPLIT", "DataArgumentError",
+           "DataBundle", "DataSplit", "DataWarning", "InputDataError", "TINY_CLASS_SIZE",
+           "TabularSchema", "VALID_FORMS", "load_data", "parse_spec", "stratified_fold_ids",
+           "stratified_folds"]

@@ -12,9 +12,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from . import splits, stats
+from . import labels, splits, stats
 from .bundle import DataSplit
 from .errors import InputDataError, describe_location
+from .labels import LabelSpace
 
 
 class ArrayPipeline:
@@ -93,28 +94,99 @@ def load_npz(path: str) -> Tuple[np.ndarray, np.ndarray]:
         raise InputDataError(f"file {path!r}: cannot read as .npz: {e}") from e
 
 
+# Channels-first images: (N, C, H, W) with C one of these and H, W larger than this.
+_CHANNEL_COUNTS = (1, 3, 4)
+_MIN_IMAGE_SIDE = 8
+
+
+def _channels_last(x: np.ndarray, source: str, channels_first: Optional[bool]) -> np.ndarray:
+    """Images as (N, H, W, C): adds the channel axis of (N, H, W), transposes channels-first input.
+
+    Raises:
+      InputDataError: (argument `channels_first`) `True` for `x` that is not [N, C, H, W], or
+        `None` (not said) for `x` that looks channels-first.
+    """
+    if channels_first:
+        if x.ndim != 4:
+            raise InputDataError(
+                f"channels_first=True needs images 'x' of shape (N, C, H, W), but file {source!r} "
+                f"has shape {x.shape}", argument="channels_first", value=True)
+        return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+    if x.ndim == 3:
+        return x[..., None]
+    if (channels_first is None and x.ndim == 4 and x.shape[1] in _CHANNEL_COUNTS
+            and x.shape[3] not in _CHANNEL_COUNTS and min(x.shape[2:]) >= _MIN_IMAGE_SIDE):
+        raise InputDataError(
+            f"channels_first is not set and file {source!r} has images 'x' of shape {x.shape}, "
+            f"which looks channels-first (N, C, H, W); images must be channels-last (N, H, W, C): "
+            f"save np.transpose(x, (0, 2, 3, 1)) in the file instead, or set it "
+            f"(true: transpose on load; false: they are (N, H, W, C) already)",
+            argument="channels_first", value=None)
+    return x
+
+
+def _label_keys(y: np.ndarray, source: str) -> Tuple[List[str], np.ndarray, List[int]]:
+    """Distinct canonical labels of `y` [N], each example's position among them, first rows.
+
+    Raises:
+      InputDataError: A label that is not a number or a string, or a NaN/infinite label.
+    """
+    if y.dtype == np.bool_:
+        y = y.astype(np.int64)
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y))
+        if len(bad):
+            where = "; ".join(describe_location(source, row=int(r) + 1, column="y", value=float(y[r]))
+                              for r in bad[:10])
+            raise InputDataError(f"label is not a finite number: {where}"
+                                 + (f"; and {len(bad) - 10} more" if len(bad) > 10 else ""))
+    elif y.dtype == object:
+        y = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in y])
+    elif y.dtype.kind not in "iuUS":
+        raise InputDataError(
+            f"file {source!r}: labels 'y' must be numbers or strings, got dtype {y.dtype}")
+    uniq, first, inverse = np.unique(y, return_index=True, return_inverse=True)
+    raw = [u.decode("utf-8", "replace") if isinstance(u, bytes) else str(u) for u in uniq.tolist()]
+    names = [labels.canonical_label(r) for r in raw]
+    distinct = sorted(set(names))
+    position = {n: i for i, n in enumerate(distinct)}
+    remap = np.array([position[n] for n in names], dtype=np.int64)
+    first_rows = [len(y)] * len(distinct)
+    for n, f in zip(names, first.tolist()):
+        first_rows[position[n]] = min(first_rows[position[n]], int(f) + 1)
+    return distinct, remap[inverse.reshape(-1)], first_rows
+
+
 def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
                     num_classes: Optional[int] = None,
-                    class_names: Optional[Sequence[str]] = None
-                    ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+                    class_names: Optional[Sequence[str]] = None,
+                    known: Optional[LabelSpace] = None,
+                    channels_first: Optional[bool] = None
+                    ) -> Tuple[np.ndarray, np.ndarray, LabelSpace]:
     """Checks features and labels and converts them to float32 / int32 class indices.
 
-    Integer labels are class indices; string labels map to the sorted unique names
-    (or, for an eval set, to the training `class_names`).
+    Labels that are all integers (integral floats and strings such as '2.0' too) are class
+    indices; other labels are class names, sorted (numbers by value, then text) or in the
+    order of `class_names` (see `labels.resolve`); an eval set maps to the training `known`.
+    Images of shape (N, H, W) get a channel axis (N, H, W, 1), so statistics are per channel.
 
     Args:
-      x: Features [N, ...] (numeric).
-      y: Labels [N] (or [N, 1]): integers or strings.
+      x: Features [N, ...] (numeric); images [N, H, W] or [N, H, W, C].
+      y: Labels [N] (or [N, 1]): numbers or strings.
       source: File (or dataset name) for messages.
       num_classes: If given, integer labels must lie in [0, num_classes).
-      class_names: Training class names, when validating an eval set.
+      class_names: String labels: the class order; integer labels: the names of
+        classes 0..K-1.
+      known: The training label space, when validating an eval set.
+      channels_first: True: `x` is [N, C, H, W], transposed to [N, H, W, C]; False: as
+        given; None: as given, refusing `x` that looks channels-first.
 
     Returns:
-      (x float32, y int32, class_names).
+      (x float32, y int32, the label space).
 
     Raises:
       InputDataError: Naming the source, row (1-based), column and value (with `argument`
-        "num_classes" when the labels do not fit `num_classes`).
+        "num_classes", "class_names" or "channels_first" when those do not fit the data).
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -133,7 +205,7 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
         raise InputDataError(f"file {source!r}: no examples (0 rows)")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise InputDataError(f"file {source!r}: features 'x' must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
+    x = _channels_last(x, source, channels_first).astype(np.float32, copy=False)
     bad = stats.first_nonfinite(x)
     if bad is not None:
         row, col = bad
@@ -141,50 +213,14 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
         where = describe_location(source, row=row + 1, column=col, value=float(value))
         raise InputDataError(f"non-finite feature: {where}")
 
-    if y.dtype.kind in "US" or y.dtype == object:
-        keys = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in y],
-                        dtype=object)
-        names = list(class_names) if class_names is not None else sorted(set(keys.tolist()))
-        index = {n: i for i, n in enumerate(names)}
-        labels = np.empty(len(y), dtype=np.int32)
-        for i, k in enumerate(keys):
-            if k not in index:
-                raise InputDataError(
-                    f"label unseen in training: {describe_location(source, row=i + 1, column='y', value=k)}; "
-                    f"training classes: {names}")
-            labels[i] = index[k]
-        if num_classes is not None and class_names is None and num_classes != len(names):
-            raise InputDataError(
-                f"num_classes={num_classes} but file {source!r} has {len(names)} string labels {names}",
-                argument="num_classes", value=num_classes)
-        return x, labels, names
+    names, inverse, first_rows = _label_keys(y, source)
+    rows = dict(zip(names, first_rows))
 
-    if y.dtype.kind == "f":
-        nonint = ~np.isfinite(y) | (y != np.round(y))
-        if nonint.any():
-            row = int(np.argmax(nonint))
-            where = describe_location(source, row=row + 1, column="y", value=float(y[row]))
-            raise InputDataError(f"label is not an integer: {where}")
-    elif y.dtype.kind not in "iub":
-        raise InputDataError(f"file {source!r}: labels 'y' must be integers or strings, got dtype {y.dtype}")
-    y64 = y.astype(np.int64)
-    negative = y64 < 0
-    if negative.any():
-        row = int(np.argmax(negative))
-        raise InputDataError(
-            f"negative label: {describe_location(source, row=row + 1, column='y', value=int(y64[row]))}")
-    limit = num_classes if num_classes is not None else (
-        len(class_names) if class_names is not None else None)
-    if limit is not None:
-        over = y64 >= limit
-        if over.any():
-            row = int(np.argmax(over))
-            where = describe_location(source, row=row + 1, column="y", value=int(y64[row]))
-            if num_classes is not None:
-                raise InputDataError(
-                    f"num_classes={num_classes}, but label out of range [0, {limit}): {where}",
-                    argument="num_classes", value=num_classes)
-            raise InputDataError(f"label out of range [0, {limit}) set by the training classes: {where}")
-    names = list(class_names) if class_names is not None else [
-        str(i) for i in range(limit if limit is not None else int(y64.max()) + 1)]
-    return x, y64.astype(np.int32), names
+    def at(name: str) -> str:
+        value = int(name) if labels.is_int_label(name) else name
+        return describe_location(source, row=rows[name], column="y", value=value)
+
+    space = labels.resolve(rows, at=at, source=source, column="y", known=known,
+                           num_classes=num_classes, allow_strings=True, class_names=class_names)
+    index = np.array([space.index_of(n) for n in names], dtype=np.int32)
+    return x, index[inverse], space

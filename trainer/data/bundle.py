@@ -153,6 +153,8 @@ class DataBundle:
         got an `eval_dataset` (unless `hold_out_validation`).
       notes: Warnings about the data (absent and tiny classes, classes missing
         from a split), each also emitted as a `DataWarning`.
+      schema: A CSV file's column schema (`trainer.data.schema.TabularSchema`: the feature
+        columns, their kinds, vocabularies and statistics), None for other sources.
     """
 
     train: DataSplit
@@ -164,6 +166,12 @@ class DataBundle:
     description: str
     validation: Optional[DataSplit] = None
     notes: List[str] = dataclasses.field(default_factory=list)
+    schema: Optional[Any] = None
+
+    @property
+    def feature_names(self) -> Optional[List[str]]:
+        """The feature columns of a table, in order (None for arrays, images, TFRecord)."""
+        return None if self.schema is None else list(self.schema.feature_names)
 
     def splits_summary(self) -> Dict[str, Any]:
         """Which split is which, for metrics.json and reports.

@@ -16,8 +16,10 @@ from trainer.checks import check_number, check_positive_integer
 
 from . import arrays, csv_source, fashion_mnist, splits, synthetic, tfrecord_source
 from .bundle import DataBundle, DataSplit
+from .csv_source import ColumnOptions
 from .errors import DataWarning, InputDataError, checked, describe_location
-from .labels import LabelSpace
+from .labels import LabelSpace, describe_classes, int_space
+from .schema import TabularSchema
 from .splits import TEST, TRAIN, VALIDATION, SplitRule
 from .stats import Moments, StreamSummary
 from .streaming import StreamPipeline
@@ -70,7 +72,9 @@ class _Arrays:
 
 
 def _load_arrays(spec: DatasetSpec, *, imbalance_ratio: float, data_dir: Optional[str], seed: int,
-                 num_classes: Optional[int], known: Optional[LabelSpace]) -> _Arrays:
+                 num_classes: Optional[int], known: Optional[LabelSpace],
+                 class_names: Optional[Sequence[str]] = None,
+                 channels_first: Optional[bool] = None) -> _Arrays:
     """Loads an in-memory source (synthetic, fashion_mnist_lt, npz) and validates it."""
     if spec.kind in _BENCHMARKS:
         if spec.kind == "synthetic":
@@ -87,15 +91,15 @@ def _load_arrays(spec: DatasetSpec, *, imbalance_ratio: float, data_dir: Optiona
         if num_classes is not None and num_classes != k:
             raise InputDataError(f"num_classes={num_classes} but dataset {spec} has {len(names)} classes",
                                  argument="num_classes", value=num_classes)
+        if class_names is not None and known is None:
+            names = int_space(len(names), class_names, source=str(spec)).names
         return _Arrays(x, y, names, "int", (xt, yt))
     x, y = arrays.load_npz(spec.path)
-    names_known = None if known is None else known.names
-    x, y, names = arrays.validate_arrays(
+    x, y, space = arrays.validate_arrays(
         x, y, source=spec.path, num_classes=num_classes if known is None else None,
-        class_names=names_known)
-    mode = known.mode if known is not None else ("int" if y.dtype.kind in "iu" and names == [
-        str(i) for i in range(len(names))] else "string")
-    return _Arrays(x, y, names, mode)
+        class_names=class_names if known is None else None, known=known,
+        channels_first=channels_first)
+    return _Arrays(x, y, list(space.names), space.mode)
 
 
 def _moments(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -140,19 +144,38 @@ def _require_test(split: DataSplit, dataset: str, t: float) -> None:
 
 def _stream_scan(spec: DatasetSpec, rule: Optional[SplitRule], *, label_column: str,
                  feature_key: str, label_key: str, known: Optional[LabelSpace],
-                 num_classes: Optional[int], cache_dir: Optional[str]
+                 num_classes: Optional[int], cache_dir: Optional[str],
+                 columns: ColumnOptions, schema: Optional[TabularSchema] = None,
+                 class_names: Optional[Sequence[str]] = None
                  ) -> Tuple[StreamSummary, Callable[[], tf.data.Dataset]]:
-    """Scans a streamed source; returns (summary, builder of parsed batches)."""
+    """Scans a streamed source; returns (summary, builder of parsed batches).
+
+    A CSV file's `summary.schema` is its column schema (`schema`, the training one, for an
+    eval file); its batches carry sample weights when the training schema names a weight column.
+    """
     if spec.kind == "csv":
         summary = csv_source.scan(spec.path, label_column=label_column, rule=rule, known=known,
-                                  num_classes=num_classes, cache_dir=cache_dir)
+                                  num_classes=num_classes, cache_dir=cache_dir, options=columns,
+                                  schema=schema, class_names=class_names)
         space = LabelSpace(summary.label_mode, summary.class_names)
-        return summary, csv_source.parsed_batches(spec.path, label_column, space)
+        table = TabularSchema.from_json(summary.schema)
+        return summary, csv_source.parsed_batches(
+            spec.path, label_column, space, table,
+            with_weights=schema is None and table.weight_column is not None)
     summary, files = tfrecord_source.scan(spec.path, feature_key=feature_key, label_key=label_key,
                                           rule=rule, known=known, num_classes=num_classes,
-                                          cache_dir=cache_dir)
+                                          cache_dir=cache_dir, class_names=class_names)
     return summary, tfrecord_source.parsed_batches(files, feature_key, label_key,
                                                    summary.input_shape[0])
+
+
+def _first_column_option(columns: ColumnOptions) -> str:
+    """The first column option that differs from its default (for an error's argument)."""
+    default = ColumnOptions()
+    for field in dataclasses.fields(ColumnOptions):
+        if getattr(columns, field.name) != getattr(default, field.name):
+            return field.name
+    return "dataset"
 
 
 def _stream_split(name: str, summary: StreamSummary, build: Callable[[], tf.data.Dataset],
@@ -210,7 +233,11 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
               feature_key: str = "features", label_key: str = "label",
               imbalance_ratio: float = 100.0, data_dir: Optional[str] = None, seed: int = 0,
               num_classes: Optional[int] = None, cache_dir: Optional[str] = None,
-              hold_out_validation: bool = False) -> DataBundle:
+              hold_out_validation: bool = False,
+              columns: Optional[ColumnOptions] = None,
+              class_names: Optional[Sequence[str]] = None,
+              channels_first: Optional[bool] = None,
+              schema: Optional[TabularSchema] = None) -> DataBundle:
     """Loads (or scans) the training, validation and eval data and validates every example.
 
     The data that chooses (`validation`: controller, calibration, early stopping) is never
@@ -245,10 +272,23 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
       seed: Seed of the generators, subsamples and splits.
       num_classes: If given, integer labels must lie in [0, num_classes).
       cache_dir: Where the streamed sources cache their statistics (JSON).
+      columns: How a CSV file's columns are chosen and read (`ColumnOptions`: feature,
+        excluded, categorical and weight columns, missing values, vocabulary limits); the
+        default uses every column but the label. Its schema is `bundle.schema`.
+      schema: A trained model's column schema (from its export): CSV data is then read with
+        it (its feature columns by name, its vocabularies and statistics) instead of inferring
+        one, so the inputs are encoded as the model was trained (`trainer.evaluate`).
       hold_out_validation: With `eval_dataset` given, still hold out a stratified
         `validation_split` of `dataset` as `validation` (for the recall-target
         controller, calibration and recall callbacks, which must not see the
         evaluation data); training then uses the rest.
+      class_names: The classes of `dataset`. String labels: their order (exactly the labels
+        found; default sorted, numbers by value before text). Integer labels (integral
+        numbers such as '2.0' too): the names of classes 0..K-1 (default '0', '1', ...).
+        `bundle.class_names` are these names; an `eval_dataset` uses the training classes.
+      channels_first: NPZ images: True transposes `x` [N, C, H, W] to [N, H, W, C]; False
+        takes `x` as given; None (default) as given, but refuses `x` that looks
+        channels-first. Images [N, H, W] get a channel axis [N, H, W, 1].
 
     A class with no training row, or fewer than `TINY_CLASS_SIZE`, gets a `DataWarning`
     naming it (index and name); the texts are in `bundle.notes`.
@@ -276,6 +316,21 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         t = checked(check_number, test_split, "test_split", minimum=0, maximum=1,
                     exclusive_maximum=True)
     rule = SplitRule(p, t if three_part else 0.0, int(seed)) if hold_out else None
+    columns = columns if columns is not None else ColumnOptions()
+    checked(check_positive_integer, columns.max_vocabulary, "max_vocabulary")
+    checked(check_positive_integer, columns.min_category_count, "min_category_count")
+    if columns.missing not in ("impute", "error"):
+        raise InputDataError(f"missing={columns.missing!r} is not 'impute' or 'error'",
+                             argument="missing", value=columns.missing)
+    if spec.kind != "csv" and columns != ColumnOptions():
+        option = _first_column_option(columns)
+        raise InputDataError(f"{option}={getattr(columns, option)!r}: dataset {spec} is not a CSV file; "
+                             "column choices (feature_columns, exclude_columns, categorical_columns, "
+                             "weight_column, missing, ...) apply to csv: data only", argument=option,
+                             value=getattr(columns, option))
+    if channels_first and "npz" not in (spec.kind, eval_spec.kind if eval_spec else None):
+        raise InputDataError(f"channels_first=True applies to npz: images, not dataset={spec}",
+                             argument="channels_first", value=channels_first)
     common = dict(label_column=label_column, feature_key=feature_key, label_key=label_key,
                   cache_dir=cache_dir)
     validation: Optional[DataSplit] = None
@@ -284,10 +339,13 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
 
     # --- training side ---
     if spec.kind in ("csv", "tfrecord"):
-        summary, build = _stream_scan(spec, rule, known=None, num_classes=num_classes, **common)
+        summary, build = _stream_scan(spec, rule, known=None, num_classes=num_classes,
+                                      columns=columns, class_names=class_names, schema=schema,
+                                      **common)
+        schema = None if summary.schema is None else TabularSchema.from_json(summary.schema)
         space = LabelSpace(summary.label_mode, summary.class_names)
         k = space.num_classes
-        offsets = rule.offsets(space.names) if rule is not None else None
+        offsets = rule.offsets(space.keys) if rule is not None else None
 
         def part(name: str, counts: Sequence[int], which: int) -> DataSplit:
             stages = [] if rule is None else [("part", rule, offsets, which)]
@@ -305,11 +363,12 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         input_shape = tuple(summary.input_shape)
     else:
         data = _load_arrays(spec, imbalance_ratio=imbalance_ratio, data_dir=data_dir, seed=seed,
-                            num_classes=num_classes, known=None)
+                            num_classes=num_classes, known=None, class_names=class_names,
+                            channels_first=channels_first)
         space = LabelSpace(data.mode, data.names)
         k = space.num_classes
         if rule is not None:
-            tr, va, te = splits.stratified_parts(data.y, data.names, rule)
+            tr, va, te = splits.stratified_parts(data.y, space.keys, rule)
             x_train, y_train = data.x[tr], data.y[tr]
             validation = arrays.array_split("validation", data.x[va], data.y[va], k,
                                             origins["validation"])
@@ -329,12 +388,19 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
     # --- explicit eval ---
     if eval_spec is not None:
         if eval_spec.kind in ("csv", "tfrecord"):
-            esum, ebuild = _stream_scan(eval_spec, None, known=space, num_classes=None, **common)
+            if (eval_spec.kind == "csv") != (schema is not None):
+                raise InputDataError(
+                    f"eval_dataset={eval_dataset!r}: a CSV file is evaluated with a model trained on "
+                    "a CSV file (its named columns), not on another kind of data",
+                    argument="eval_dataset", value=eval_dataset)
+            esum, ebuild = _stream_scan(eval_spec, None, known=space, num_classes=None,
+                                        columns=ColumnOptions(), schema=schema, **common)
             eval_split = _stream_split("eval", esum, ebuild, esum.train_counts, [], origins["eval"])
             first_row = lambda c: esum.first_rows[c]  # noqa: E731
         else:
             edata = _load_arrays(eval_spec, imbalance_ratio=imbalance_ratio, data_dir=data_dir,
-                                 seed=seed, num_classes=None, known=space)
+                                 seed=seed, num_classes=None, known=space,
+                                 channels_first=channels_first)
             ex, ey = edata.test if edata.test is not None else (edata.x, edata.y)
             eval_split = arrays.array_split("eval", ex, ey, k, origins["eval"])
             first_row = lambda c: int(np.argmax(ey == c)) + 1  # noqa: E731
@@ -349,8 +415,10 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
 
     notes = _class_notes(list(space.names), train, validation, eval_split if three_part else None)
     description = _describe(spec, eval_spec, rule, train, eval_split, validation, space.names)
+    if schema is not None:
+        description += f"; {schema.describe()}"
     return DataBundle(train=train, eval=eval_split, num_classes=k, class_names=list(space.names),
-                      feature_mean=mean, feature_variance=var, description=description,
+                      feature_mean=mean, feature_variance=var, description=description, schema=schema,
                       validation=validation, notes=notes)
 
 
@@ -395,5 +463,7 @@ def _describe(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], rule: Optiona
     else:
         where = chooses + (f"eval {eval_split.num_examples:,} ({rule.test:g} stratified held-out "
                            "test split, reports)")
-    return (f"{spec}: {len(names)} classes, input shape {tuple(train.input_shape)}; "
+    mapping = describe_classes(names)
+    classes = f"{len(names)} classes" + (f" ({mapping})" if mapping else "")
+    return (f"{spec}: {classes}, input shape {tuple(train.input_shape)}; "
             f"train {train.num_examples:,} (imbalance {ratio:.1f}x); {where}")

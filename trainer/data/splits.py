@@ -249,7 +249,7 @@ def streamed_part(batches: tf.data.Dataset, num_classes: int, rule: SplitRule,
     """Keeps one part of the streamed three-part split of an ordered dataset of (x, y) batches.
 
     Args:
-      batches: Dataset of (features [B, ...], int32 labels [B]) in file order.
+      batches: Dataset of (features [B, ...], int32 labels [B][, weights [B]]) in file order.
       num_classes: K.
       rule: The split rule.
       offsets: (u [K], b [K]) from `rule.offsets`.
@@ -266,7 +266,7 @@ def streamed_part(batches: tf.data.Dataset, num_classes: int, rule: SplitRule,
 
     @tf.autograph.experimental.do_not_convert
     def step(counts, batch):
-        x, y = batch
+        y = batch[1]
         ranks, new_counts = _ranks_in_batch(y, counts, num_classes)
         r = tf.cast(ranks, tf.float64)
         u = tf.gather(u_t, y)
@@ -279,7 +279,7 @@ def streamed_part(batches: tf.data.Dataset, num_classes: int, rule: SplitRule,
             validation = tf.math.floor((j + 1.0) * s + b) > tf.math.floor(j * s + b)
             parts = tf.where(held, tf.where(validation, VALIDATION, TEST), TRAIN)
         mask = tf.equal(parts, part)
-        return new_counts, (tf.boolean_mask(x, mask), tf.boolean_mask(y, mask))
+        return new_counts, tuple(tf.boolean_mask(t, mask) for t in batch)
 
     return batches.scan(tf.zeros([num_classes], tf.int64), step)
 
@@ -289,7 +289,7 @@ def streamed_split(batches: tf.data.Dataset, num_classes: int, offsets: np.ndarr
     """The two-part streamed split (`streamed_part` with no test part): one side of it.
 
     Args:
-      batches: Dataset of (features [B, ...], int32 labels [B]) in file order.
+      batches: Dataset of (features [B, ...], int32 labels [B][, weights [B]]) in file order.
       num_classes: K.
       offsets: float64 [K] class offsets (see `class_offsets`).
       validation_split: p.
@@ -404,10 +404,10 @@ def streamed_fold(batches: tf.data.Dataset, num_classes: int, k: int, seed: int,
 
     @tf.autograph.experimental.do_not_convert
     def step(counts, batch):
-        x, y = batch
+        y = batch[1]
         ranks, new_counts = _ranks_in_batch(y, counts, num_classes)
         in_fold = tf.equal((ranks + tf.gather(o_t, y)) % k, fold)
         mask = in_fold if held_out else tf.logical_not(in_fold)
-        return new_counts, (tf.boolean_mask(x, mask), tf.boolean_mask(y, mask))
+        return new_counts, tuple(tf.boolean_mask(t, mask) for t in batch)
 
     return batches.scan(tf.zeros([num_classes], tf.int64), step)

@@ -153,6 +153,7 @@ class StreamSummary:
       variance: Training-side feature variance (list) or None.
       first_rows: Per-class 1-based row of the class's first example (0 if absent).
       test_counts: Per-class counts of the test part (all zero without one).
+      schema: A table's column schema (`TabularSchema.to_json()`), or None.
     """
 
     class_names: List[str]
@@ -164,6 +165,7 @@ class StreamSummary:
     variance: Optional[List[float]]
     first_rows: List[int]
     test_counts: List[int] = dataclasses.field(default_factory=list)
+    schema: Optional[Dict[str, Any]] = None
 
     def to_json(self) -> Dict[str, Any]:
         """Returns a JSON-compatible dict."""

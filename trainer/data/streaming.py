@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from . import splits
 from .errors import InputDataError, describe_location
-from .labels import LabelSpace, canonical_label, is_int_label
+from .labels import LabelSpace, canonical_label, resolve
 from .stats import SplitCounter, StreamSummary, order_skew
 
 # Examples parsed per call (decode_csv / parse_example are vectorised over a batch).
@@ -38,7 +38,7 @@ def shuffle_window_size(input_shape: Sequence[int]) -> int:
 
 
 def window_shuffle(batches: tf.data.Dataset, window: int, seed: int) -> tf.data.Dataset:
-    """Shuffles a dataset of variable-size (x, y) batches without per-example work.
+    """Shuffles a dataset of variable-size (x, y[, w]) batches without per-example work.
 
     Examples are regrouped into windows of `window` consecutive examples, each window is
     permuted (a fresh seeded permutation per window and per iteration), and the window order
@@ -53,10 +53,9 @@ def window_shuffle(batches: tf.data.Dataset, window: int, seed: int) -> tf.data.
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     @tf.autograph.experimental.do_not_convert
-    def permute(xy, pair):
-        x, y = xy
-        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(y)[0]), seed=pair)
-        return tf.gather(x, order), tf.gather(y, order)
+    def permute(batch, pair):
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(batch[1])[0]), seed=pair)
+        return tuple(tf.gather(t, order) for t in batch)
 
     permuted = tf.data.Dataset.zip((windows, seeds)).map(
         permute, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -194,8 +193,12 @@ def scan_batches(batches: Iterable, rows_per_batch: int,
 def resolve_labels(counter: SplitCounter, *, source: str, column: str,
                    known: Optional[LabelSpace], num_classes: Optional[int],
                    allow_strings: bool,
-                   where: Optional[Callable[[int], Dict[str, object]]] = None) -> LabelSpace:
+                   where: Optional[Callable[[int], Dict[str, object]]] = None,
+                   class_names: Optional[Sequence[str]] = None) -> LabelSpace:
     """Decides the label space of a finished pass and checks every label against it.
+
+    Numeric labels are ordered by value, integral ones are class indices ('2.0' is class 2);
+    see `labels.resolve`.
 
     Args:
       counter: The finished pass.
@@ -206,55 +209,24 @@ def resolve_labels(counter: SplitCounter, *, source: str, column: str,
       allow_strings: Whether string labels are allowed (CSV) or must be integers.
       where: Maps a 1-based stream row to `describe_location` keyword arguments
         (path, row, line); default: `source` and the row.
+      class_names: String labels: the class order (exactly the labels found); integer
+        labels: display names of classes 0..K-1.
 
     Returns:
       The label space (`known` itself for an eval set).
 
     Raises:
-      InputDataError: At the first row of the first bad label (with `argument` "num_classes"
-        when the labels do not fit `num_classes`).
+      InputDataError: Listing each bad label at its first row (with `argument` "num_classes"
+        or "class_names" when the labels do not fit those).
     """
-    names = sorted(counter.seen, key=lambda k: counter.first_row[k])
     if where is None:
         where = lambda r: {"path": source, "row": r}  # noqa: E731
 
     def at(name: str) -> str:
         return describe_location(**where(counter.first_row[name]), column=column, value=name)
 
-    def fail(reason: str, name: str) -> InputDataError:
-        return InputDataError(f"{reason}: {at(name)}")
-
-    if "" in counter.seen:
-        raise fail("empty label", "")
-    if known is not None:
-        for name in names:
-            if known.index_of(name) is None:
-                raise InputDataError(
-                    f"label unseen in training: {at(name)}; training classes: {known.names}")
-        return known
-    all_int = all(is_int_label(n) for n in names)
-    if not all_int:
-        if not allow_strings:
-            bad = next(n for n in names if not is_int_label(n))
-            raise fail("label is not an integer", bad)
-        space = LabelSpace("string", sorted(names))
-        if num_classes is not None and num_classes != space.num_classes:
-            raise InputDataError(
-                f"num_classes={num_classes} but {source!r} has {space.num_classes} string labels "
-                f"in column {column!r}: {space.names}", argument="num_classes", value=num_classes)
-        return space
-    for name in names:
-        if int(name) < 0:
-            raise fail("negative label", name)
-    k = max(int(n) for n in names) + 1
-    if num_classes is not None:
-        for name in names:
-            if int(name) >= num_classes:
-                raise InputDataError(
-                    f"num_classes={num_classes}, but label out of range [0, {num_classes}): "
-                    f"{at(name)}", argument="num_classes", value=num_classes)
-        k = num_classes
-    return LabelSpace("int", [str(i) for i in range(k)])
+    return resolve(counter.first_row, at=at, source=source, column=column, known=known,
+                   num_classes=num_classes, allow_strings=allow_strings, class_names=class_names)
 
 
 def warn_if_sorted(counter: SplitCounter, source: str, input_shape: Sequence[int]) -> None:

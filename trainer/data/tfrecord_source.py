@@ -6,7 +6,7 @@ Files matching the glob (or in a directory) are streamed in sorted order and par
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -129,7 +129,8 @@ def _locate(path: str, start: int, error: tf.errors.OpError, feature_key: str, l
 
 def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[SplitRule],
          known: Optional[LabelSpace] = None, num_classes: Optional[int] = None,
-         cache_dir: Optional[str] = None) -> Tuple[StreamSummary, List[str]]:
+         cache_dir: Optional[str] = None,
+         class_names: Optional[Sequence[str]] = None) -> Tuple[StreamSummary, List[str]]:
     """One streaming pass over every file: validates records, counts classes, split and moments.
 
     Args:
@@ -140,6 +141,7 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
       known: The training label space (for an eval set).
       num_classes: If given, labels must lie in [0, num_classes).
       cache_dir: Where to cache the summary as JSON (keyed by files, mtimes and sizes).
+      class_names: Names of classes 0..K-1 (display names; the labels are integers).
 
     Returns:
       (summary, files).
@@ -150,7 +152,8 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
     files = expand(pattern)
     key = {"kind": "tfrecord", "files": stats.file_signature(files), "feature_key": feature_key,
            "label_key": label_key, "split": stats.rule_key(rule),
-           "num_classes": num_classes, "known": None if known is None else [known.mode, known.names]}
+           "num_classes": num_classes, "known": None if known is None else [known.mode, known.names],
+           "class_names": None if class_names is None else list(class_names)}
     cached = stats.load_cached(cache_dir, key)
     if cached is not None:
         return cached, files
@@ -187,7 +190,8 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
         return {"path": path, "row": row - start}
 
     space = streaming.resolve_labels(counter, source=pattern, column=label_key, known=known,
-                                     num_classes=num_classes, allow_strings=False, where=where)
+                                     num_classes=num_classes, allow_strings=False, where=where,
+                                     class_names=class_names)
     streaming.warn_if_sorted(counter, pattern, (dim,))
     summary = streaming.summarise(counter, space, (dim,))
     stats.store_cached(cache_dir, key, summary)

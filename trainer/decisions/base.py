@@ -86,6 +86,13 @@ class OperatingPoint(abc.ABC):
         adjusted = tf.cast(logits, tf.float32) + tf.constant(self.offsets())
         return tf.argmax(adjusted, axis=-1, output_type=tf.int32)
 
+    def score_tensor(self, logits: tf.Tensor) -> tf.Tensor:
+        """float32 `[N, K]`: the per-class scores this rule compares (it decides their argmax).
+
+        By default `logits + offsets()`; a kind with another rule overrides it.
+        """
+        return tf.cast(logits, tf.float32) + tf.constant(self.offsets())
+
     @abc.abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """The point as a JSON-ready dict, `kind` included."""

@@ -102,13 +102,16 @@ class CostPoint(OperatingPoint):
         """Class indices `[N]`: the least expected cost."""
         return np.argmin(self.probabilities(logits) @ np.asarray(self.cost_matrix), axis=1)
 
-    def decide_tensor(self, logits: tf.Tensor) -> tf.Tensor:
-        """`decide` in TensorFlow (int32 `[N]`), e.g. for a SavedModel's serving function."""
+    def score_tensor(self, logits: tf.Tensor) -> tf.Tensor:
+        """float32 `[N, K]`: minus the expected cost of deciding each class (the rule takes the largest)."""
         logits = tf.cast(logits, tf.float32)
         probabilities = tf.nn.softmax(logits, axis=-1) if self.calibration is None \
             else self.calibration.apply_tensor(logits)
-        costs = tf.matmul(probabilities, tf.constant(np.asarray(self.cost_matrix), tf.float32))
-        return tf.argmin(costs, axis=-1, output_type=tf.int32)
+        return -tf.matmul(probabilities, tf.constant(np.asarray(self.cost_matrix), tf.float32))
+
+    def decide_tensor(self, logits: tf.Tensor) -> tf.Tensor:
+        """`decide` in TensorFlow (int32 `[N]`), e.g. for a SavedModel's serving function."""
+        return tf.argmax(self.score_tensor(logits), axis=-1, output_type=tf.int32)
 
     def to_dict(self) -> dict[str, Any]:
         """The point as a JSON-ready dict (the format of `operating_point.json`)."""

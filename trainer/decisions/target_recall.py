@@ -147,15 +147,28 @@ class TargetRecallPoint(OperatingPoint):
         others = others + (others >= t)
         return np.where(is_target, t, others)
 
-    def decide_tensor(self, logits: tf.Tensor) -> tf.Tensor:
-        """`decide` in TensorFlow (int32 `[N]`), e.g. for a SavedModel's serving function."""
-        if self.kind == "logit_offset":
-            return super().decide_tensor(logits)
+    def _target_log_odds(self, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(the target's log-odds after the offset `[N]`, the other classes' adjusted logits `[N, K]`)."""
         adjusted = tf.cast(logits, tf.float32) + tf.constant(self.offsets())
         is_target_column = tf.one_hot(self.target_class, self.num_classes, on_value=True,
                                       off_value=False)
         others = tf.where(is_target_column, tf.constant(-np.inf, tf.float32), adjusted)
-        log_odds = adjusted[:, self.target_class] - tf.reduce_logsumexp(others, axis=-1)
+        return adjusted[:, self.target_class] - tf.reduce_logsumexp(others, axis=-1), others
+
+    def score_tensor(self, logits: tf.Tensor) -> tf.Tensor:
+        """float32 `[N, K]`: the target column holds its log-odds after the offset (decided when
+        >= 0); the other columns their logits after the offsets (the largest wins otherwise)."""
+        if self.kind == "logit_offset":
+            return super().score_tensor(logits)
+        log_odds, others = self._target_log_odds(logits)
+        column = tf.one_hot(self.target_class, self.num_classes, on_value=True, off_value=False)
+        return tf.where(column, log_odds[:, None], others)
+
+    def decide_tensor(self, logits: tf.Tensor) -> tf.Tensor:
+        """`decide` in TensorFlow (int32 `[N]`), e.g. for a SavedModel's serving function."""
+        if self.kind == "logit_offset":
+            return super().decide_tensor(logits)
+        log_odds, others = self._target_log_odds(logits)
         return tf.where(log_odds >= 0.0, tf.constant(self.target_class, tf.int32),
                         tf.argmax(others, axis=-1, output_type=tf.int32))
 

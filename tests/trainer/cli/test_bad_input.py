@@ -56,7 +56,7 @@ def _write_inputs(root):
     files["corrupt"] = str(root / "corrupt.npz")
     (root / "empty.csv").write_text("")
     files["empty_csv"] = str(root / "empty.csv")
-    (root / "nan.csv").write_text("a,b,label\n1,2,0\n3,nan,1\n5,6,0\n")
+    (root / "nan.csv").write_text("a,b,label\n1,2,0\n3,inf,1\n5,6,0\n")
     files["nan_csv"] = str(root / "nan.csv")
     (root / "a_file").write_text("not a directory")
     files["a_file"] = str(root / "a_file")
@@ -73,8 +73,11 @@ def _cases(files):
         "unknown_strategy": ([npz, "--strategy=bogus"], None, r"--strategy=bogus: value should be one of"),
         "unknown_flag": ([npz, "--epochz=3"], None, r"Unknown command line flag 'epochz'"),
         "zero_epochs": ([npz, "--epochs=0"], None, r"error: --epochs must be a positive integer, got 0"),
-        "not_an_integer": ([npz, "--target_class=fraud"], None,
-                           r"error: flag --target_class=fraud: invalid literal for int\(\)"),
+        "not_an_integer": ([npz, "--num_classes=fraud"], None,
+                           r"error: flag --num_classes=fraud: invalid literal for int\(\)"),
+        "unknown_class_name": ([npz, "--reweighting=target_class", "--target_class=fraud"], None,
+                               r"error: --target_class=fraud does not exist: the data has 3 classes "
+                               r"\(0\.\.2\); give a class index or a class name"),
         "unknown_allowed_change": ([npz, "--allow_config_change=lr"], None,
                                    r"--allow_config_change=lr: 'lr' is not something a resumed run "
                                    r"compares; choose from .*learning_rate"),
@@ -91,7 +94,8 @@ def _cases(files):
                                r"label out of range \[0, 3\).*row 18.*value 5"),
         "corrupt_file": ([f"--dataset=npz:{files['corrupt']}"], None, r"cannot read as \.npz"),
         "empty_file": ([f"--dataset=csv:{files['empty_csv']}"], None, r"empty file"),
-        "nan_feature": ([f"--dataset=csv:{files['nan_csv']}"], None, r"NaN or infinite feature.*row 2"),
+        "infinite_feature": ([f"--dataset=csv:{files['nan_csv']}"], None,
+                             r"column 'b' has 1 infinite cells.*row 2.*'inf'"),
         "missing_file": (["--dataset=npz:/no/such/file.npz"], None, r"not found: '/no/such/file.npz'"),
         # The run directory and the cluster. A resume with other data or settings is refused
         # before training, naming each difference; let through, a checkpoint the model does not

@@ -159,7 +159,7 @@ def helps():
     commands = {
         "help": ("trainer.main", ["--help"]), "helpfull": ("trainer.main", ["--helpfull"]),
         "evaluate_help": ("trainer.evaluate", ["--help"]),
-        "not_an_integer": ("trainer.main", ["--target_class=fraud"]),
+        "not_an_integer": ("trainer.main", ["--num_classes=fraud"]),
         "unknown_flag": ("trainer.main", ["--epochz=3"]),
         "bad_number": ("trainer.main", ["--epochs=abc"]),
         "positional": ("trainer.main", ["train"]),
@@ -194,7 +194,7 @@ def test_helpfull_keeps_absl_flags_after_the_project_ones(helps):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("not_an_integer", "error: flag --target_class=fraud: invalid literal for int() with base 10: 'fraud'"),
+    ("not_an_integer", "error: flag --num_classes=fraud: invalid literal for int() with base 10: 'fraud'"),
     ("unknown_flag", "error: Unknown command line flag 'epochz'"),
     ("bad_number", "error: flag --epochs=abc:"),
     ("positional", "error: unexpected arguments 'train'"),

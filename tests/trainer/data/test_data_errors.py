@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from trainer.checks import ArgumentError
-from trainer.data import DataArgumentError, InputDataError, load_data, streaming
+from trainer.data import ColumnOptions, DataArgumentError, InputDataError, load_data, streaming
 
 HEADER = "a,b,label\n"
 GOOD_ROWS = "1,2,0\n3,4,1\n"
@@ -19,9 +19,13 @@ GOOD_ROWS = "1,2,0\n3,4,1\n"
 CSV_CASES = {
     "missing_label_column": ("a,b,c\n1,2,3\n", {},
                              ["label_column='label' is not a column", "['a', 'b', 'c']"]),
-    "non_numeric": (HEADER + GOOD_ROWS + "5,abc,1\n", {}, ["row 3", "line 4", "column 'b'", "'abc'"]),
-    "nan": (HEADER + GOOD_ROWS + "nan,6,1\n", {}, ["NaN", "row 3", "column 'a'", "nan"]),
-    "inf": (HEADER + "1,-inf,0\n", {}, ["row 1", "column 'b'", "-inf"]),
+    # A numeric column with a stray word and more distinct values than a vocabulary allows.
+    "non_numeric": (HEADER + "".join(f"{i},{i},{i % 2}\n" for i in range(10)) + "5,abc,1\n",
+                    {"columns": ColumnOptions(max_vocabulary=2)},
+                    ["row 11", "line 12", "column 'b'", "'abc'", "not numbers", "more than 2 distinct"]),
+    "nan_refused": (HEADER + GOOD_ROWS + "nan,6,1\n", {"columns": ColumnOptions(missing="error")},
+                    ["column 'a'", "1 missing cells", "row 3", "missing='error'"]),
+    "inf": (HEADER + GOOD_ROWS + "1,-inf,0\n", {}, ["row 3", "column 'b'", "-inf", "infinite"]),
     "negative_label": (HEADER + GOOD_ROWS + "5,6,-1\n", {}, ["negative", "row 3", "column 'label'", "'-1'"]),
     "label_out_of_range": (HEADER + GOOD_ROWS + "5,6,7\n", {"num_classes": 3},
                            ["num_classes=3", "out of range [0, 3)", "row 3", "'7'"]),
@@ -29,7 +33,9 @@ CSV_CASES = {
     "header_only": (HEADER, {}, ["no data rows"]),
     "ragged_short": (HEADER + GOOD_ROWS + "5,6\n", {}, ["ragged", "row 3", "2 fields", "header has 3"]),
     "ragged_long": (HEADER + "5,6,1,9\n", {}, ["ragged", "row 1", "4 fields"]),
-    "missing_value": (HEADER + GOOD_ROWS + "5,,1\n", {}, ["missing value", "row 3", "column 'b'"]),
+    "missing_value": (HEADER + GOOD_ROWS + "5,,1\n", {"columns": ColumnOptions(missing="error")},
+                      ["missing cells", "row 3", "column 'b'"]),
+    "all_missing": ("a,b,label\n1,,0\n3,NA,1\n", {}, ["column 'b' is missing in every row"]),
     "blank_label": (HEADER + GOOD_ROWS + "5,6, \n", {}, ["empty label", "row 3"]),
     "too_many_string_classes": (HEADER + "1,2,x\n1,2,y\n", {"num_classes": 3},
                                 ["num_classes=3 but", "['x', 'y']"]),
@@ -56,7 +62,7 @@ def test_bad_row_after_the_first_statistics_batch(tmp_path):
     path = tmp_path / "late.csv"
     path.write_text(HEADER + "\n".join(rows) + "\n")
     with pytest.raises(InputDataError, match=rf"row {n - 4} \(line {n - 3}\), column 'b', value 'x7'"):
-        load_data(f"csv:{path}")
+        load_data(f"csv:{path}", columns=ColumnOptions(max_vocabulary=1))
 
 
 def _example(features=None, label=None):

@@ -24,6 +24,29 @@ flags.DEFINE_float("test_split", 0.2,
                    "given (1 - validation_split - test_split trains). Unused for synthetic and "
                    "fashion_mnist_lt (their own test sets) and with --eval_dataset.")
 flags.DEFINE_string("label_column", "label", "Label column of CSV data.")
+flags.DEFINE_list("feature_columns", None,
+                  "CSV: the feature columns (comma-separated); default: every column but the label "
+                  "and --weight_column. The run logs the list it uses.")
+flags.DEFINE_list("exclude_columns", [],
+                  "CSV: columns never used as features (IDs, leaks, sibling labels).")
+flags.DEFINE_list("categorical_columns", [],
+                  "CSV: columns read as categories even though every cell is a number (integer "
+                  "codes). A column with any cell that is not a number is categorical anyway.")
+flags.DEFINE_string("weight_column", None,
+                    "CSV: a column of per-row sample weights (finite, >= 0), never a feature; each "
+                    "row's gradient is multiplied by it, together with the class rule.")
+flags.DEFINE_enum("missing", "impute", ["impute", "error"],
+                  "CSV missing cells: 'impute' (numeric: the training mean plus a 0/1 'was missing' "
+                  "input; categorical: a category of its own) or 'error' (refuse them).")
+flags.DEFINE_list("missing_values", None,
+                  "CSV cell spellings read as missing, besides the empty cell (case-insensitive); "
+                  "default: NA, N/A, NaN, null, None, ?.")
+flags.DEFINE_integer("max_vocabulary", 1000,
+                     "CSV: most distinct training values of a categorical column; a column with more "
+                     "is refused (an ID or free text: exclude it, or raise this).")
+flags.DEFINE_integer("min_category_count", 1,
+                     "CSV: training rows a category needs for an input of its own; rarer categories "
+                     "(and unseen ones) share the column's 'other' input.")
 flags.DEFINE_string("feature_key", "features", "tf.train.Example key of the float feature vector.")
 flags.DEFINE_string("label_key", "label", "tf.train.Example key of the int64 label.")
 flags.DEFINE_float("imbalance_ratio", 100.0,
@@ -31,3 +54,13 @@ flags.DEFINE_float("imbalance_ratio", 100.0,
 flags.DEFINE_string("data_dir", None, "Directory of the Fashion-MNIST files (default: Debian's).")
 flags.DEFINE_integer("num_classes", None,
                      "Number of classes; default: largest label + 1 in the training data.")
+flags.DEFINE_list(
+    "class_names", None,
+    "The classes, comma-separated. String labels: their order (exactly the labels of the data; "
+    "default: sorted, numbers by value before text). Integer labels (integral numbers such as "
+    "2.0 too): the names of classes 0, 1, ... (one per class). Logged, saved in metrics.json "
+    "and the export; flags that take a class (--target_class) accept these names.")
+flags.DEFINE_bool(
+    "channels_first", None,
+    "NPZ images: true when x is (N, C, H, W) (transposed to (N, H, W, C) on load); false to take "
+    "x as given. Default: as given, but x that looks channels-first is refused.")

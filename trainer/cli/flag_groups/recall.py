@@ -7,8 +7,10 @@ from absl import flags
 
 TITLE = "Recall targets and decisions"
 
-flags.DEFINE_integer("target_class", None,
-                     "Class whose recall matters (--reweighting=target_class, recall targets).")
+flags.DEFINE_string("target_class", None,
+                    "Class whose recall matters (--reweighting=target_class, recall targets): its "
+                    "index or its name (--class_names, or the data's string labels). A name wins "
+                    "over an index: with classes named 1.5, 2.5, '2.5' is that class, '1' class 1.")
 flags.DEFINE_float("target_recall", None,
                    "Recall --target_class must reach: drives --reweighting=recall_target and the "
                    "calibrated operating point.")
@@ -28,7 +30,8 @@ flags.DEFINE_float("recall_target_step_size", None,
                    "(> 0). Default: 1 with weights, 0.5 with margins.")
 flags.DEFINE_string("monitor", None,
                     "Metric the recall callbacks follow, without the val_ prefix: recall/<k>, "
-                    "min_recall, balanced_accuracy, macro_f1... Default: recall/<target_class>, "
+                    "min_recall, balanced_accuracy, macro_f1... (<k>: a class index or name). "
+                    "Default: recall/<target_class>, "
                     "else min_recall. With a recall feature on, per-epoch validation uses the "
                     "held-out split of the training data.")
 flags.DEFINE_integer("early_stopping_patience", None,
@@ -89,7 +92,7 @@ flags.DEFINE_string(
     "cost_matrix", None,
     "Path of a K x K CSV of decision costs: row i, column j is the cost of deciding class j when "
     "the true class is i (K: the number of classes). Either K rows of K numbers, or a first row "
-    "naming the classes in index order (the data's class names) followed by those rows. The "
+    "naming the classes in index order (class names or indices) followed by those rows. The "
     "served decision becomes the class of least expected cost under the calibrated "
     "probabilities (--calibrate_probabilities; the plain softmax without it); metrics.json "
     "reports the measured and expected cost on the evaluation split next to argmax's. Not with "

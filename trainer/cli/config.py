@@ -41,7 +41,7 @@ PER_CLASS_METRICS = ("recall", "precision", "f1")
 # `calibrate_probabilities` and `cost_matrix` too: both act after training, on the trained model.
 UNCOMPARED = ("epochs", "skip_nonfinite_steps", "strategy", "num_cpu_devices", "tpu", "model_dir",
               "export_dir", "allow_config_change", "verbosity", "decision_folds",
-              "calibrate_probabilities", "cost_matrix")
+              "calibrate_probabilities", "cost_matrix", "compare_baseline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +211,7 @@ class OutputConfig:
     export_dir: Optional[str]
     allow_config_change: Tuple[str, ...]
     verbosity: int
+    compare_baseline: Optional[bool] = None
 
     @property
     def resolved_export_dir(self) -> Optional[str]:
@@ -408,7 +409,8 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             channels_first=f.channels_first),
         model=ModelConfig(model=f.model),
         loss=LossConfig(
-            loss=f.loss, reweighting=f.reweighting, class_weights=_class_weights(f.class_weights),
+            loss=resolve_loss(f.loss, f.reweighting, f.drw_rule), reweighting=f.reweighting,
+            class_weights=_class_weights(f.class_weights),
             target_weight=f.target_weight, beta=f.beta, gamma=f.gamma, tau=f.tau,
             ldam_scale=f.ldam_scale, drw_start_epoch=f.drw_start_epoch, drw_rule=f.drw_rule),
         recall=RecallConfig(
@@ -429,9 +431,20 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
                                         tpu=f.tpu),
         output=OutputConfig(model_dir=f.model_dir, export_dir=f.export_dir,
                             allow_config_change=tuple(f.allow_config_change or ()),
-                            verbosity=progress_verbosity(f)))
+                            verbosity=progress_verbosity(f), compare_baseline=f.compare_baseline))
     check(config, explicit_calibrate=f.calibrate)
     return config
+
+
+def resolve_loss(loss: str, reweighting: str, drw_rule: str) -> str:
+    """`--loss=auto` resolved (see the flag's help); any other value as given."""
+    if loss != "auto":
+        return loss
+    if reweighting == "none":
+        return "logit_adjusted"
+    if reweighting == "eqlv2" or (reweighting == "drw" and drw_rule == "eqlv2"):
+        return "sigmoid_focal"
+    return "cross_entropy"
 
 
 # ------------------------------------------------------------------ the checks

@@ -14,7 +14,7 @@ from absl import logging
 
 from trainer import cross_fit
 from trainer.checks import ArgumentError
-from trainer.cli import app, build, cost_matrix, decision_folds, fingerprint, html_report, report
+from trainer.cli import app, baseline, build, cost_matrix, decision_folds, fingerprint, html_report, report
 from trainer.cli import config as config_lib
 from trainer.cli.config import RunConfig
 from trainer.cli.errors import UsageError, flags_named
@@ -110,6 +110,14 @@ def run(config: RunConfig) -> Dict[str, Any]:
         served, class_names=bundle.class_names, trainer=trainer, rule=parts.rule,
         flag_values=config_lib.project_flag_values(), config_changes=resume.changes(),
         argmax=argmax, decision=decision, measured_on=measured_on)
+    comparison = None
+    if baseline.wanted(config):
+        logging.info("Training plain cross-entropy for comparison (same data, model, epochs and seed; "
+                     "under %s/%s; --compare_baseline=false skips it).", model_dir,
+                     baseline.BASELINE_DIRECTORY)
+        comparison = baseline.comparison(_recipe(config), served, baseline.train_baseline(
+            config, bundle, strategy), bundle.class_names, measured_on)
+        metrics["baseline_comparison"] = comparison
     metrics["data_splits"] = bundle.splits_summary()
     metrics["calibration"] = calibration_facts
     metrics["epoch_evaluations_on"] = html_report.epoch_evaluation_data(config, bundle)
@@ -125,11 +133,22 @@ def run(config: RunConfig) -> Dict[str, Any]:
                                     measured_on=measured_on + chosen))
         print(f"Wrote {os.path.join(model_dir, METRICS_FILENAME)}; "
               f"TensorBoard: tensorboard --logdir {model_dir}")
-        html_report.write_training_report(
+        page = html_report.write_training_report(
             config, bundle, trainer, logits, labels, measured_on=measured_on + chosen, decision=decision,
             calibration=calibration, calibration_facts=calibration_facts,
             epoch_data=metrics["epoch_evaluations_on"])
+        if comparison is not None:
+            print(baseline.format_comparison(comparison))
+        print(baseline.next_steps(config, comparison, bundle.class_names, page))
     return metrics
+
+
+def _recipe(config: RunConfig) -> str:
+    """The run's loss and rule in flag form (`--loss=logit_adjusted`), for the comparison table."""
+    parts = [] if config.loss.loss == "cross_entropy" else [f"--loss={config.loss.loss}"]
+    if config.loss.reweighting != "none":
+        parts.append(f"--reweighting={config.loss.reweighting}")
+    return " ".join(parts) or "cross-entropy"
 
 
 def _cross_fit_rows(config: RunConfig, bundle: Any) -> Tuple[np.ndarray, np.ndarray]:

@@ -17,4 +17,8 @@ flags.DEFINE_list("allow_config_change", None,
                   "Comma-separated names (flags such as learning_rate, or data facts such as "
                   "class_counts) a resumed run may change: without them a resume whose "
                   "configuration or data differ from the checkpoint's run stops before training.")
+flags.DEFINE_bool("compare_baseline", None,
+                  "Also train plain cross-entropy (same data, model, epochs and seed, under "
+                  "<model_dir>/baseline) and end with a comparison of worst-class recall and "
+                  "balanced accuracy. Default: on for the built-in synthetic data, off otherwise.")
 flags.declare_key_flag("verbosity")

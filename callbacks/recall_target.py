@@ -471,8 +471,8 @@ class RecallTargetController(keras.callbacks.Callback):
     undamped one, as without a deadband.
 
     After each update the new weights are added to the epoch's logs as
-    `class_weight/<k>` (the Trainer also writes the weights used during each
-    epoch to TensorBoard under the same names). All state lives in the rule,
+    `class_weight/<k>` (the Trainer writes the same weights to TensorBoard,
+    `train/class_weight/<k>`, after the epoch's callbacks). All state lives in the rule,
     so it is checkpointed with it. Under multi-worker training each worker
     runs the callback on the same numbers (the Trainer's evaluation is summed
     across replicas; `validation_data` is read whole by every worker from the

@@ -47,7 +47,9 @@ class ConfusionMatrix(keras.metrics.Metric):
         predictions = tf.reshape(predictions, [-1])
         k = self.num_classes
         cells = labels * k + predictions
-        counts = tf.math.bincount(cells, minlength=k * k, maxlength=k * k, dtype=tf.int32)
+        # A constant size (bincount's min/maxlength compute one from the data), so XLA compiles it.
+        counts = tf.raw_ops.DenseBincount(input=cells, size=tf.constant(k * k, tf.int32),
+                                          weights=tf.zeros([0], tf.int32))
         self.matrix.assign_add(tf.reshape(counts, [k, k]))
 
     def result(self):
@@ -153,7 +155,7 @@ def format_per_class_table(metrics: Dict[str, object],
 
 def format_decision_table(served: Dict[str, object], argmax: Optional[Dict[str, object]] = None,
                           class_names: Optional[list] = None, *, decision: str = "argmax",
-                          measured_on: str = "") -> str:
+                          measured_on: str = "", targets: Optional[Dict[int, float]] = None) -> str:
     """The end-of-run table: per class, the served decision's recall, precision and F1.
 
     With `argmax` (the plain argmax's metrics on the same data) and a decision
@@ -166,6 +168,8 @@ def format_decision_table(served: Dict[str, object], argmax: Optional[Dict[str, 
       class_names: Names indexed by class.
       decision: What the served decision is (e.g. "threshold on class 2").
       measured_on: Which data the figures were measured on, for the title line.
+      targets: Target recall by class (several recall targets), shown in a column of
+        their own with whether the served recall reaches it; None: no such column.
     """
     support = np.asarray(served["support"])
     names = list(class_names) if class_names else [str(k) for k in range(len(support))]
@@ -174,6 +178,8 @@ def format_decision_table(served: Dict[str, object], argmax: Optional[Dict[str, 
     header = f"{'class':<{width}}  {'support':>8}  {'recall':>7}  {'precision':>9}  {'f1':>7}"
     if beside:
         header += f"  {'argmax recall':>13}  {'argmax precision':>16}"
+    if targets:
+        header += f"  {'target recall':>18}"
     title = f"Served decision: {decision}" + (f"; measured on {measured_on}" if measured_on else "")
     lines = [title, header]
     for k, name in enumerate(names):
@@ -181,6 +187,9 @@ def format_decision_table(served: Dict[str, object], argmax: Optional[Dict[str, 
                 f"{served['precision'][k]:>9.4f}  {served['f1'][k]:>7.4f}")
         if beside:
             line += f"  {argmax['recall'][k]:>13.4f}  {argmax['precision'][k]:>16.4f}"
+        if targets and k in targets:
+            reached = "met" if served["recall"][k] >= targets[k] else "missed"
+            line += f"  {targets[k]:>11.4g} {reached:>6}"
         lines.append(line)
     lines.append(
         f"accuracy {served['accuracy']:.4f}  balanced accuracy {served['balanced_accuracy']:.4f}  "

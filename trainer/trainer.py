@@ -6,6 +6,7 @@ lets a per-class reweighting rule rescale dL/dlogits before backpropagating.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,6 +21,21 @@ from trainer.checks import check_positive_integer
 from trainer.distribute import global_batch_size, is_chief, shard_by_data, worker_directory
 from trainer.evaluation import EvaluationResult, collect_outputs, concatenate
 from trainer.fault_tolerance import FaultTolerance, TrainMetricsState
+from trainer.jit import (
+    FirstBatchSteps,
+    JitChoice,
+    Measurement,
+    VariableSnapshot,
+    check_jit_compile,
+    load_choice,
+    measure,
+    probe,
+    run_facts,
+    save_choice,
+    too_short,
+    variables_of,
+    xla_scope,
+)
 from trainer.metrics import ConfusionMatrix, flatten_metrics, per_class_metrics
 from trainer.nonfinite import NonFiniteGuard
 from trainer.summaries import SummaryWriters
@@ -85,11 +101,24 @@ class Trainer:
         NaN or Inf instead of stopping with `NonFiniteLossError`.
       task: How labels meet logits (`trainer.tasks`): `MulticlassTask()` (the
         default, softmax over K logits) or `BinaryTask()` (a one-logit model).
+      jit_compile: Compile the per-replica step with XLA (`tf.function(
+        jit_compile=True)` on the step, inside the uncompiled multi-step
+        loop): True, False, or `"auto"`: before the first step, time a few
+        steps both ways on the first batch (on a snapshot of the state, put
+        back afterwards: the run trains exactly as the chosen way would),
+        keep the faster, log the figures, and remember the choice in
+        `<model_dir>/checkpoints/jit_compile.json` so a resume does not
+        measure again. What the compiled part covers under each strategy:
+        `trainer.jit`. Under `auto`, a step XLA cannot compile runs plain.
 
     Attributes:
       operating_point: A decision (`trainer.decisions`) that `predict` and
         `predict_classes` apply, or None for the argmax. Set it explicitly,
         e.g. `trainer.operating_point = trainer.decisions.load(model_dir)`.
+      jit_choice: The `trainer.jit.JitChoice` the first `fit` made (whether
+        the step is compiled with XLA, how it was decided, the figures), or
+        None before it.
+      jit_measurement: How `jit_compile="auto"` times (`trainer.jit.Measurement`).
       calibration: Calibrated probabilities (`trainer.decisions.Calibration`,
         its `apply(logits)`) that `predict` returns, or None for the softmax.
         Set it explicitly, e.g. `trainer.decisions.load_calibration(model_dir)`.
@@ -116,6 +145,7 @@ class Trainer:
         max_checkpoints: int = 3,
         skip_nonfinite_steps: bool = False,
         task: Optional[Task] = None,
+        jit_compile: Union[bool, str] = False,
     ):
         if reweighting is not None and not isinstance(reweighting, ReweightingRule):
             raise ValueError(
@@ -126,6 +156,9 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.steps_per_loop = check_positive_integer(steps_per_loop, "steps_per_loop")
         self.max_checkpoints = check_positive_integer(max_checkpoints, "max_checkpoints")
+        self.jit_compile = check_jit_compile(jit_compile)
+        self.jit_measurement = Measurement()
+        self.jit_choice: Optional[JitChoice] = None
         self.model_dir = model_dir
         self.loss = loss if loss is not None else self.task.default_loss()
         self.reweighting = reweighting
@@ -157,6 +190,7 @@ class Trainer:
         self.checkpoint: Optional[RunCheckpoint] = None
         self._built = False
         self._train_loop_fn = None
+        self._xla_update_fn = None
         self._eval_fn = None
         self._forward_fn = None
         self._forward_with_loss_fn = None
@@ -323,15 +357,25 @@ class Trainer:
     def train_step(self, batch) -> None:
         """One optimizer step on one replica's batch `(features, labels[, sample_weight])`."""
         features, labels, sample_weight = self._unpack(batch)
+        self._update(features, labels, sample_weight)
+
+    def _training_forward(self, features) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+        """`(float32 logits, this replica's share of the regularisation or None)`, inside the tape."""
+        # Cast inside the tape: a mixed-precision model's float16 logits still
+        # carry the gradient to its variables.
+        logits = tf.cast(self.model(features, training=True), tf.float32)
+        # Scaled inside the tape (so its gradient exists) and once per step:
+        # each replica adds 1/replicas of it, the optimizer sums replicas.
+        regularization = (tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
+                          if self.model.losses else None)
+        return logits, regularization
+
+    def _update(self, features, labels: tf.Tensor, sample_weight: Optional[tf.Tensor],
+                forward: Optional[Callable] = None) -> None:
+        """The step after the label checks: the seams in order (see the class docstring)."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            # Cast inside the tape: a mixed-precision model's float16 logits still
-            # carry the gradient to its variables.
-            logits = tf.cast(self.model(features, training=True), tf.float32)
-            # Scaled inside the tape (so its gradient exists) and once per step:
-            # each replica adds 1/replicas of it, the optimizer sums replicas.
-            regularization = (tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
-                              if self.model.losses else None)
+            logits, regularization = (forward or self._training_forward)(features)
         context = self._training_context()
         per_example, loss, grad_logits = self._loss_and_logit_gradient(labels, logits, context,
                                                                        sample_weight)
@@ -368,8 +412,36 @@ class Trainer:
         labels = self.task.class_labels(labels, self.num_classes)
         return self.task.decision_logits(logits), self._weighted_loss(labels, logits, sample_weight)
 
-    def _make_train_loop(self):
+    def _xla_update(self) -> Callable:
+        """`_update` compiled with XLA as far as the strategy allows (`trainer.jit.xla_scope`)."""
+        if self._xla_update_fn is None:
+            scope = xla_scope(self.strategy)
+            if scope == "step":
+                self._xla_update_fn = tf.function(self._update, jit_compile=True)
+            elif scope == "replica":
+                self._xla_update_fn = functools.partial(
+                    self._update, forward=tf.function(self._training_forward, jit_compile=True))
+            else:  # TPUStrategy compiles the whole step anyway
+                self._xla_update_fn = self._update
+        return self._xla_update_fn
+
+    def _replica_step(self, jit: bool) -> Callable:
+        """The per-replica step: `train_step`, or with XLA on the update after the label checks."""
+        if not jit:
+            return self.train_step
+        update = self._xla_update()
+
+        def xla_train_step(batch) -> None:
+            # The label checks are asserts, which XLA drops: they run here, in
+            # the graph, and the compiled update depends on them.
+            features, labels, sample_weight = self._unpack(batch)
+            update(features, labels, sample_weight)
+
+        return xla_train_step
+
+    def _make_train_loop(self, jit: bool = False):
         strategy = self.strategy
+        train_step = self._replica_step(jit)
 
         @tf.function
         def train_loop(iterator, num_steps, infinite=False):
@@ -380,12 +452,12 @@ class Trainer:
             steps_done = tf.constant(0, tf.int64)
             for _ in tf.range(num_steps):
                 if infinite:
-                    strategy.run(self.train_step, args=(next(iterator),))
+                    strategy.run(train_step, args=(next(iterator),))
                 else:
                     optional = iterator.get_next_as_optional()
                     if not optional.has_value():
                         break
-                    strategy.run(self.train_step, args=(optional.get_value(),))
+                    strategy.run(train_step, args=(optional.get_value(),))
                 self.global_step.assign_add(1)
                 steps_done += 1
                 if self.nonfinite_guard.stop_requested():
@@ -457,8 +529,9 @@ class Trainer:
         (`FaultTolerance.after_train_loop`); then one evaluation of
         `validation_data` (an `EvaluationResult`, handed to callbacks that
         define `on_evaluation`); the TensorBoard scalars; the callbacks'
-        `on_epoch_end`; the epoch counter; the checkpoint and the SIGTERM exit
-        (`FaultTolerance.after_epoch`).
+        `on_epoch_end`; the rule's `class_weight/<k>` (after the callbacks, so
+        a controller's update of the epoch shows); the epoch counter; the
+        checkpoint and the SIGTERM exit (`FaultTolerance.after_epoch`).
 
         Args:
           train_data: Batched dataset of `(features, labels)` or `(features,
@@ -492,8 +565,6 @@ class Trainer:
             raise ValueError("train_data is infinite (it repeats): pass steps_per_epoch.")
         if validation_data is not None:
             self._check_dataset(validation_data, "validation_data")
-        if self._train_loop_fn is None:
-            self._train_loop_fn = self._make_train_loop()
         steps_limit = steps_per_epoch or (cardinality if cardinality > 0 else None)
         callbacks = keras.callbacks.CallbackList(self.callbacks, model=self.model,
                                                  epochs=end_epoch, steps=steps_limit)
@@ -525,6 +596,11 @@ class Trainer:
             self.train_confusion.reset_state()
         # After a restore: the same shuffling and position as the interrupted run.
         iterator, steps = self.fault_tolerance.epoch_iterator(distributed, epoch, persistent_iterator)
+        if self._train_loop_fn is None:  # the first loop: XLA or not (measured for "auto")
+            # The steps this fit means to run (the callbacks' `epochs` is fit's end epoch).
+            planned = None if steps_limit is None else (
+                (callbacks.params.get("epochs", epoch + 1) - epoch) * steps_limit - steps)
+            steps = self._start_training(iterator, epoch, steps, planned, infinite)
         while steps_limit is None or steps < steps_limit:
             chunk = self.steps_per_loop if steps_limit is None else min(self.steps_per_loop,
                                                                         steps_limit - steps)
@@ -548,9 +624,84 @@ class Trainer:
                     callback.on_evaluation(result)
         self._write_epoch_summaries(logs)
         callbacks.on_epoch_end(epoch, logs)
+        self._write_class_weights()  # after the callbacks: a controller's update of this epoch shows
         self.epoch.assign(epoch + 1)
         self.fault_tolerance.after_epoch()  # checkpoint, then SIGTERM
         return logs
+
+    # ------------------------------------------------------- XLA or not
+
+    def _start_training(self, iterator, epoch: int, steps: int, planned_steps: Optional[int],
+                        infinite: bool) -> int:
+        """Resolves `jit_compile` and builds the train loop; returns the epoch's steps done.
+
+        With "auto" and nothing remembered, the first batch is taken from the
+        iterator, the two ways are timed on it (`_measure_jit`; `planned_steps`
+        is how many steps this `fit` means to run, None if unknown), and then
+        it is trained on as the real next step, the chosen way: 1 step more.
+        """
+        facts = run_facts(self.strategy)
+        choice = first = None
+        if facts["xla_scope"] == "tpu":
+            choice = JitChoice(jit_compile=True, how="tpu", scope="tpu", facts=facts,
+                               reason="TPUStrategy compiles every step with XLA")
+        elif self.jit_compile != "auto":
+            choice = JitChoice(jit_compile=bool(self.jit_compile), how="given",
+                               scope=facts["xla_scope"], facts=facts)
+        else:
+            choice = load_choice(self.model_dir, facts)
+            optional = None if choice else iterator.get_next_as_optional()
+            if optional is not None and optional.has_value():
+                first = FirstBatchSteps(batch=optional.get_value(), iterator=iterator,
+                                        strategy=self.strategy, make_loop=self._make_train_loop,
+                                        replica_step=self._replica_step,
+                                        global_step=self.global_step, infinite=infinite)
+                choice = self._measure_jit(first, facts, planned_steps)
+                if self.model_dir and self.is_chief:
+                    save_choice(self.model_dir, choice)
+            elif optional is not None:  # nothing to train on: the loop says so
+                choice = JitChoice(jit_compile=False, how="fallback", scope=facts["xla_scope"],
+                                   facts=facts, reason="no batch to measure on")
+        self.jit_choice = choice
+        if choice.how != "given":
+            logging.info("%s", choice.describe())
+        if first is None:
+            self._train_loop_fn = self._make_train_loop(choice.jit_compile)
+            return steps
+        self._train_loop_fn = first.loop(choice.jit_compile)
+        steps += first.train(choice.jit_compile)
+        self.fault_tolerance.after_train_loop(epoch, steps)  # NaN/Inf, then SIGTERM
+        return steps
+
+    def _step_state(self) -> List[Any]:
+        """Every variable a training step may change: all that is checkpointed, and the NaN guard's."""
+        return variables_of([*self.checkpoint_items().values(), self.nonfinite_guard])
+
+    def _measure_jit(self, first: FirstBatchSteps, facts: Dict[str, Any],
+                     planned_steps: Optional[int]) -> JitChoice:
+        """Times steps on the first batch with and without XLA, then puts the state back.
+
+        A run too short for XLA to pay (`trainer.jit.too_short`) is not
+        compiled at all. See `trainer.jit`.
+        """
+        settings = self.jit_measurement
+        snapshot = VariableSnapshot(self._step_state())
+        try:
+            first.run(False, 1)  # traces: no compile time is timed
+            steps, plain_seconds = probe(first.run, settings, self.strategy)
+            if too_short(planned_steps, plain_seconds, settings):
+                return JitChoice.short_run(planned_steps, plain_seconds, settings, facts)
+            try:
+                first.run(True, 1)  # traces and compiles with XLA
+            except (tf.errors.OpError, ValueError, TypeError, NotImplementedError) as error:
+                message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+                logging.warning("XLA cannot compile the training step (%s): training without it.",
+                                message[:500])
+                return JitChoice(jit_compile=False, how="fallback", scope=facts["xla_scope"],
+                                 facts=facts, reason=f"XLA could not compile the step: {message[:500]}")
+            return JitChoice.from_measurement(measure(first.run, settings, self.strategy, steps), facts)
+        finally:
+            snapshot.restore()
 
     def _train_logs(self) -> Dict[str, float]:
         metrics = per_class_metrics(self.train_confusion.result().numpy())
@@ -561,16 +712,19 @@ class Trainer:
 
     def _write_epoch_summaries(self, logs: Dict[str, float]) -> None:
         step = int(self.global_step.numpy())
-        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
-        if self.reweighting is not None:
-            weights = self.reweighting.class_weights()
-            if weights is not None:
-                for class_id, weight in enumerate(np.asarray(weights)):
-                    train[f"class_weight/{class_id}"] = float(weight)
+        train = {k: v for k, v in logs.items() if not k.startswith(("val_", "class_weight/"))}
         self.summaries.write_scalars("train", train, step)
         evaluation = {k[len("val_"):]: v for k, v in logs.items() if k.startswith("val_")}
         if evaluation:
             self.summaries.write_scalars("eval", evaluation, step)
+
+    def _write_class_weights(self) -> None:
+        """The rule's `class_weight/<k>` at the epoch's step, as the epoch's callbacks left them."""
+        weights = None if self.reweighting is None else self.reweighting.class_weights()
+        if weights is not None:
+            self.summaries.write_scalars("train", {f"class_weight/{class_id}": float(weight) for
+                                                   class_id, weight in enumerate(np.asarray(weights))},
+                                         int(self.global_step.numpy()))
 
     # ------------------------------------------------------- evaluation
 

@@ -240,4 +240,4 @@ def test_cli_recall_target_with_callbacks_and_calibration(tmp_path):
     evaluation = EventAccumulator(str(model_dir / "eval"))
     evaluation.Reload()
     tags = evaluation.Tags()["tensors"]
-    assert "confusion_matrix" in tags and "pr_curve/2/pr_curves" in tags and "recall/2" in tags
+    assert "overall/confusion_matrix" in tags and "pr_curve/2" in tags and "recall/2" in tags

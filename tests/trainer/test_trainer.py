@@ -199,6 +199,8 @@ def _scalars(directory):
     accumulator.Reload()
     values = {}
     for tag in accumulator.Tags()["tensors"]:
+        if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
+            continue  # e.g. the run's description (text)
         values[tag] = [(event.step, float(tf.make_ndarray(event.tensor_proto)))
                        for event in accumulator.Tensors(tag)]
     return values
@@ -212,15 +214,16 @@ def test_tensorboard_scalars_are_written_for_train_and_eval(tmp_path):
     history = trainer.fit(dataset, epochs=2, validation_data=dataset)
     train = _scalars(tmp_path / "train")
     evaluation = _scalars(tmp_path / "eval")
-    for tag in ("loss", "learning_rate", "recall/0", "recall/2", "balanced_accuracy", "class_weight/2"):
+    for tag in ("overall/loss", "overall/learning_rate", "recall/0", "recall/2", "overall/balanced_accuracy",
+                "class_weight/2"):
         assert [step for step, _ in train[tag]] == [3, 6], tag
     assert train["class_weight/2"][0][1] == pytest.approx(3.0)
-    assert train["learning_rate"][0][1] == pytest.approx(1e-3)
-    assert train["loss"][1][1] == pytest.approx(history["loss"][1], rel=1e-6)
-    for tag in ("loss", "recall/1", "balanced_accuracy"):
+    assert train["overall/learning_rate"][0][1] == pytest.approx(1e-3)
+    assert train["overall/loss"][1][1] == pytest.approx(history["loss"][1], rel=1e-6)
+    for tag in ("overall/loss", "recall/1", "overall/balanced_accuracy"):
         assert [step for step, _ in evaluation[tag]] == [3, 6], tag
     expected = history["val_balanced_accuracy"][1]
-    assert evaluation["balanced_accuracy"][1][1] == pytest.approx(expected, rel=1e-6)
+    assert evaluation["overall/balanced_accuracy"][1][1] == pytest.approx(expected, rel=1e-6)
     assert "class_weight/0" not in evaluation
 
 

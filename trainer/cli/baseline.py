@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from trainer.cli import build, report
+from trainer.cli import build, report, tensorboard_run
 from trainer.cli.config import RunConfig
 
 BASELINE_DIRECTORY = "baseline"
@@ -44,11 +44,18 @@ def baseline_config(config: RunConfig) -> RunConfig:
 
 def train_baseline(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy) -> Dict[str, Any]:
     """Trains (or resumes) the baseline and returns its argmax metrics on the evaluation data."""
-    parts = build.build(baseline_config(config), bundle, strategy)
+    plain = baseline_config(config)
+    parts = build.build(plain, bundle, strategy)
     parts.trainer.fit(parts.data.train, total_epochs=config.training.epochs,
                       validation_data=parts.data.validation)
     logits, labels = parts.trainer.collect_logits(parts.data.eval)
-    return report.argmax_metrics(logits, labels)
+    metrics = report.argmax_metrics(logits, labels)
+    if parts.chief:
+        tensorboard_run.write_run_end(
+            plain.output.model_dir, step=int(parts.trainer.global_step.numpy()), served=metrics,
+            argmax=metrics, class_names=bundle.class_names, decision="argmax",
+            measured_on=report.describe_split(bundle.eval))
+    return metrics
 
 
 def _worst(metrics: Dict[str, Any], class_names: Sequence[str]) -> tuple:

@@ -20,6 +20,7 @@ from losses import registry, warn_if_prior_counted_twice
 from losses.rules import ReweightingRule
 from trainer import cross_fit, decisions
 from trainer import data as data_lib
+from trainer.cli import tensorboard_run
 from trainer.cli.config import LossConfig, RecallConfig, RunConfig
 from trainer.cli.errors import flags_named
 from trainer.determinism import enable_determinism, seed_everything
@@ -32,12 +33,6 @@ from trainer.distribute import (
 from trainer.models import build_model
 from trainer.progress import ProgressLogger
 from trainer.trainer import Trainer
-
-# The config fields recorded in TensorBoard's hparams table.
-HPARAM_NAMES = ("dataset", "model", "epochs", "batch_size", "learning_rate", "loss", "reweighting",
-                "target_class", "target_recall", "recall_target_mode", "recall_target_adjust",
-                "recall_target_step_size", "monitor", "early_stopping_patience", "stop_at_recall",
-                "reduce_lr_patience", "reduce_lr_factor", "imbalance_ratio", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,12 +199,6 @@ def make_rule(config: RunConfig, class_counts: Any, num_classes: int,
             drw_rule=rule.drw_rule)
 
 
-def hparams(config: RunConfig) -> Dict[str, Any]:
-    """The config fields of `HPARAM_NAMES`, for TensorBoard's hparams table."""
-    values = config.values()
-    return {name: values[name] for name in HPARAM_NAMES}
-
-
 def make_callbacks(config: RunConfig, bundle: Any, rule: Optional[ReweightingRule], *,
                    chief: bool, tensorboard: bool = True) -> List[keras.callbacks.Callback]:
     """The recall callbacks and (with `tensorboard`) TensorBoard extras; each reads `fit`'s one evaluation."""
@@ -228,16 +217,28 @@ def make_callbacks(config: RunConfig, bundle: Any, rule: Optional[ReweightingRul
                                                      patience=recall.reduce_lr_patience,
                                                      factor=recall.reduce_lr_factor, verbose=1))
     if tensorboard and config.output.model_dir:
-        callbacks.append(TensorBoardExtras(config.output.model_dir, class_names=bundle.class_names,
-                                           hparams=hparams(config), enabled=chief))
+        # The run's final figures and the HParams session's end come after training, from the
+        # evaluation data (`tensorboard_run.write_run_end`).
+        callbacks.append(TensorBoardExtras(
+            config.output.model_dir, class_names=bundle.class_names,
+            hparams=tensorboard_run.session(config, bundle.class_names, rule), enabled=chief,
+            matrix_renderer=tensorboard_run.matrix_renderer(),
+            confusion_matrix_every=config.output.confusion_matrix_every,
+            target_class=config.recall.single_target_class, final_metrics=False,
+            data_description=tensorboard_run.run_descriptions(config, bundle)["eval"]))
     return callbacks
 
 
 def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[ReweightingRule],
              callbacks: Sequence[keras.callbacks.Callback], strategy: tf.distribute.Strategy,
              model_dir: Optional[str], input_shape: Sequence[int], feature_mean: Any,
-             feature_variance: Any, num_examples: int) -> Trainer:
-    """The Trainer of the config's model, loss and rule on data of these statistics (seeds nothing)."""
+             feature_variance: Any, num_examples: int, class_names: Optional[Sequence[str]] = None,
+             evaluated_on: str = "val") -> Trainer:
+    """The Trainer of the config's model, loss and rule on data of these statistics (seeds nothing).
+
+    Its progress line names `class_names` and says which split the per-epoch
+    figures are of (`evaluated_on`, e.g. "validation").
+    """
     training, output = config.training, config.output
     num_classes = config.data.num_classes
 
@@ -246,12 +247,21 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
                            feature_variance=feature_variance)
 
     steps_per_epoch = math.ceil(num_examples / training.batch_size) or None
-    progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity)
+    progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity,
+                              class_names=class_names, target_class=config.recall.single_target_class,
+                              target_recall=config.recall.target_recall, evaluated_on=evaluated_on)
+    # The progress line comes last: it shows the weights the controller set this epoch.
     return Trainer(
         model=model_factory, optimizer=lambda: keras.optimizers.Adam(training.learning_rate),
         loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
         steps_per_loop=training.steps_per_loop, model_dir=model_dir,
-        callbacks=[progress, *callbacks], skip_nonfinite_steps=training.skip_nonfinite_steps)
+        callbacks=[*callbacks, progress], skip_nonfinite_steps=training.skip_nonfinite_steps,
+        jit_compile=training.jit_compile)
+
+
+def evaluated_on(config: RunConfig, bundle: Any) -> str:
+    """The split `fit` evaluates after each epoch, in one word (`make_datasets`)."""
+    return "validation" if config.needs_held_out_split and bundle.validation is not None else "eval"
 
 
 def make_trainer(config: RunConfig, bundle: Any, *, loss: keras.losses.Loss,
@@ -262,7 +272,9 @@ def make_trainer(config: RunConfig, bundle: Any, *, loss: keras.losses.Loss,
     trainer = _trainer(config, loss=loss, rule=rule, callbacks=callbacks, strategy=strategy,
                        model_dir=config.output.model_dir, input_shape=bundle.train.input_shape,
                        feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance,
-                       num_examples=bundle.train.num_examples)
+                       num_examples=bundle.train.num_examples, class_names=bundle.class_names,
+                       evaluated_on=evaluated_on(config, bundle))
+    tensorboard_run.describe_summaries(trainer, config, bundle)
     trainer.operating_point = decisions.load(config.output.model_dir)
     trainer.calibration = decisions.load_calibration(config.output.model_dir)
     return trainer
@@ -296,7 +308,8 @@ def fold_trainer_factory(config: RunConfig, bundle: Any, strategy: tf.distribute
         return _trainer(config, loss=loss, rule=rule, callbacks=callbacks, strategy=strategy,
                         model_dir=fold.model_dir, input_shape=input_shape,
                         feature_mean=fold.feature_mean, feature_variance=fold.feature_variance,
-                        num_examples=len(fold.train_indices))
+                        num_examples=len(fold.train_indices), class_names=bundle.class_names,
+                        evaluated_on="validation" if config.steers_on_held_out_split else "val")
 
     return build_fold
 

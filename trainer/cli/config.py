@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 from absl import flags
 
 from trainer.checks import (
+    ArgumentError,
     check_class_index,
     check_integer,
     check_number,
@@ -34,14 +35,15 @@ RECALL_TARGET_MODES = ("target_class", "worst_class")
 # The per-class metrics `--monitor` may follow as `<metric>/<class>` (`trainer.metrics.flatten_metrics`).
 PER_CLASS_METRICS = ("recall", "precision", "f1")
 
-# Config fields a resumed run may change freely: they extend the run (epochs), say where it runs or
-# what happens on a fault, or only observe it. Every other field is compared with the saved run's.
+# Config fields a resumed run may change freely: they extend the run (epochs), say where or how it
+# runs (the strategy, XLA on the step) or what happens on a fault, or only observe it. Every other
+# field is compared with the saved run's.
 # `decision_folds` changes only which data chooses the operating point after training, not the
 # model; the fold directories refuse a cross-fit of other folds themselves (`trainer.cross_fit`).
 # `calibrate_probabilities` and `cost_matrix` too: both act after training, on the trained model.
-UNCOMPARED = ("epochs", "skip_nonfinite_steps", "strategy", "num_cpu_devices", "tpu", "model_dir",
-              "export_dir", "allow_config_change", "verbosity", "decision_folds",
-              "calibrate_probabilities", "cost_matrix", "compare_baseline")
+UNCOMPARED = ("epochs", "skip_nonfinite_steps", "jit_compile", "strategy", "num_cpu_devices", "tpu",
+              "model_dir", "export_dir", "allow_config_change", "verbosity", "decision_folds",
+              "calibrate_probabilities", "cost_matrix", "compare_baseline", "confusion_matrix_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +116,13 @@ class RecallConfig:
     (automatic) until `RunConfig.with_data` resolves it to 0 (the held-out
     split chooses the operating point) or K >= 2 (out-of-fold logits of
     every training row do; `choose_decision_folds`). `target_class` is an index, or
-    a class name until `RunConfig.with_class_names` resolves it.
+    a class name until `RunConfig.with_class_names` resolves it. Several recall
+    targets (`--target_class=3,4 --target_recall=0.9,0.8`): both are tuples of
+    the same length (one target: a value each, as before).
     """
 
-    target_class: Optional[Union[int, str]]
-    target_recall: Optional[float]
+    target_class: Optional[Union[int, str, Tuple[Union[int, str], ...]]]
+    target_recall: Optional[Union[float, Tuple[float, ...]]]
     recall_target_mode: str
     recall_target_adjust: Optional[str]
     recall_target_step_size: Optional[float]
@@ -136,30 +140,55 @@ class RecallConfig:
     cost_matrix: Optional[CostMatrixFile] = None
 
     @property
+    def several_targets(self) -> bool:
+        """Whether several target classes or recalls were given (comma lists)."""
+        return isinstance(self.target_class, tuple) or isinstance(self.target_recall, tuple)
+
+    @property
+    def single_target_class(self) -> Optional[Union[int, str]]:
+        """The one class the progress line and TensorBoard single out: `target_class`, None with several."""
+        return None if isinstance(self.target_class, tuple) else self.target_class
+
+    @property
+    def targets(self) -> Tuple[Tuple[Union[int, str], float], ...]:
+        """`(class, recall)` of each recall target, in the order given (none without both flags)."""
+        if self.target_class is None or self.target_recall is None:
+            return ()
+        classes = self.target_class if isinstance(self.target_class, tuple) else (self.target_class,)
+        recalls = self.target_recall if isinstance(self.target_recall, tuple) else (self.target_recall,)
+        return tuple(zip(classes, recalls))
+
+    @property
     def cross_fits(self) -> bool:
         """Whether the operating point is chosen on out-of-fold logits (`decision_folds` >= 2)."""
         return self.calibrate and bool(self.decision_folds)
 
     @property
     def monitor_key(self) -> str:
-        """The `val_` log key the recall callbacks follow (default: the target's recall, else the worst)."""
+        """The `val_` log key the recall callbacks follow (default: the target's recall, else the worst).
+
+        With several target classes the default is the smallest recall (no one target's comes first).
+        """
         if self.monitor is None:
-            return f"val_recall/{self.target_class}" if self.target_class is not None else "val_min_recall"
+            single = self.target_class is not None and not isinstance(self.target_class, tuple)
+            return f"val_recall/{self.target_class}" if single else "val_min_recall"
         return "val_" + self.monitor
 
     @property
     def calibration_kind(self) -> Optional[str]:
-        """The operating point to choose: `'expected_cost'`, `'target_recall'`, `'worst_class'` or None.
+        """The operating point to choose: `'expected_cost'`, `'target_recall'`, `'multi_target'`,
+        `'worst_class'` or None.
 
         With `cost_matrix`: the class of least expected cost. With `target_class`
         and `target_recall`: the rule that reaches the target recall with the
-        best precision; else, with `recall_target_mode=worst_class`, per-class
-        logit offsets that raise the smallest recall.
+        best precision (several targets: per-class offsets chosen jointly,
+        `'multi_target'`); else, with `recall_target_mode=worst_class`,
+        per-class logit offsets that raise the smallest recall.
         """
         if self.cost_matrix is not None:
             return "expected_cost"
         if self.target_recall is not None and self.target_class is not None:
-            return "target_recall"
+            return "multi_target" if self.several_targets else "target_recall"
         if self.recall_target_mode == "worst_class":
             return "worst_class"
         return None
@@ -186,6 +215,7 @@ class TrainingConfig:
     seed: int
     deterministic: bool
     skip_nonfinite_steps: bool
+    jit_compile: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +242,7 @@ class OutputConfig:
     allow_config_change: Tuple[str, ...]
     verbosity: int
     compare_baseline: Optional[bool] = None
+    confusion_matrix_every: int = 0
 
     @property
     def resolved_export_dir(self) -> Optional[str]:
@@ -295,7 +326,11 @@ class RunConfig:
 
         recall = self.recall
         target = recall.target_class
-        if target is not None:
+        if isinstance(target, tuple) and class_index(",".join(map(str, target)), names) is not None:
+            target = ",".join(map(str, target))  # a class name with commas in it (string labels)
+        if isinstance(target, tuple):
+            target = _resolve_classes(target, names, resolve)
+        elif target is not None:
             target = resolve("--target_class", target)
         monitor = recall.monitor
         metric, slash, value = (monitor or "").rpartition("/")
@@ -364,12 +399,56 @@ def _class_weights(values: Optional[list]) -> Optional[Tuple[float, ...]]:
                          f"{','.join(values)!r}.") from error
 
 
-def _class_flag(value: Optional[str]) -> Optional[Union[int, str]]:
-    """A flag naming a class: an index (int) when it is an integer ('2', '2.0'), else the name."""
+def _class_flag(value: Optional[str]) -> Optional[Union[int, str, Tuple[Union[int, str], ...]]]:
+    """A flag naming a class: an index (int) when it is an integer ('2', '2.0'), else the name.
+
+    `--target_class` with commas names several classes: a tuple of those (empty items refused).
+    """
     if value is None:
         return None
-    text = value.strip()
-    return int(canonical_label(text)) if is_int_label(canonical_label(text)) else text
+
+    def one(text: str) -> Union[int, str]:
+        text = text.strip()
+        return int(canonical_label(text)) if is_int_label(canonical_label(text)) else text
+
+    if "," not in value:
+        return one(value)
+    items = value.split(",")
+    if any(not item.strip() for item in items):
+        raise UsageError(f"--target_class={value} has an empty item: give comma-separated class "
+                         f"indices or names, e.g. --target_class=3,4.")
+    return tuple(one(item) for item in items)
+
+
+def _show(value: Any) -> str:
+    """A flag value as it was typed: comma lists joined, numbers with %g."""
+    if isinstance(value, tuple):
+        return ",".join(_show(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _resolve_classes(classes: Tuple[Union[int, str], ...], names: Sequence[str],
+                     resolve: Any) -> Tuple[int, ...]:
+    """`--target_class`'s classes as indices, each once.
+
+    Raises:
+      UsageError: listing every value that is no class (`resolve`'s message for
+        one), or the classes named twice.
+    """
+    unknown = [value for value in classes if class_index(value, names) is None]
+    if len(unknown) == 1:
+        resolve("--target_class", unknown[0], _show(classes))
+    if unknown:
+        mapping = describe_classes(names) or f"0..{len(names) - 1}"
+        raise UsageError(f"--target_class={_show(classes)}: {', '.join(map(str, unknown))} are not "
+                         f"classes of the data ({len(names)} classes: {mapping}); give class indices or "
+                         f"names.")
+    indices = tuple(resolve("--target_class", value) for value in classes)
+    twice = sorted({k for k in indices if indices.count(k) > 1})
+    if twice:
+        raise UsageError(f"--target_class={_show(classes)} names class(es) {', '.join(map(str, twice))} "
+                         f"more than once: give each target class once, with its own --target_recall.")
+    return indices
 
 
 def _default_calibrate(reweighting: str, recall_target_mode: str, target_class: Optional[int],
@@ -426,12 +505,13 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
         training=TrainingConfig(
             epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
             steps_per_loop=f.steps_per_loop, seed=f.seed, deterministic=f.deterministic,
-            skip_nonfinite_steps=f.skip_nonfinite_steps),
+            skip_nonfinite_steps=f.skip_nonfinite_steps, jit_compile=f.jit_compile),
         distribution=DistributionConfig(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices,
                                         tpu=f.tpu),
         output=OutputConfig(model_dir=f.model_dir, export_dir=f.export_dir,
                             allow_config_change=tuple(f.allow_config_change or ()),
-                            verbosity=progress_verbosity(f), compare_baseline=f.compare_baseline))
+                            verbosity=progress_verbosity(f), compare_baseline=f.compare_baseline,
+                            confusion_matrix_every=f.confusion_matrix_every))
     check(config, explicit_calibrate=f.calibrate)
     return config
 
@@ -455,8 +535,8 @@ def _check_cost_matrix_combination(f: flags.FlagValues) -> None:
     if f.cost_matrix is None:
         return
     if f.target_recall is not None:
-        raise UsageError(f"--cost_matrix={f.cost_matrix} and --target_recall={f.target_recall:g} are two "
-                         f"decision rules (least expected cost, or a recall to reach): give one.")
+        raise UsageError(f"--cost_matrix={f.cost_matrix} and --target_recall={_show(f.target_recall)} are "
+                         f"two decision rules (least expected cost, or a recall to reach): give one.")
     if f.recall_target_mode == "worst_class":
         raise UsageError(f"--cost_matrix={f.cost_matrix} and --recall_target_mode=worst_class are two "
                          f"decision rules (least expected cost, or offsets that raise the smallest "
@@ -505,17 +585,48 @@ def _check_loss(loss: LossConfig, recall: RecallConfig) -> None:
         loss.reweighting == "drw" and loss.drw_rule == "target_class")
     if target_rule and recall.target_class is None:
         raise UsageError(f"--reweighting={loss.reweighting} needs --target_class.")
+    if target_rule and isinstance(recall.target_class, tuple):
+        raise UsageError(f"--reweighting={loss.reweighting} up-weights one class, and "
+                         f"--target_class={_show(recall.target_class)} names {len(recall.target_class)}: "
+                         f"give one class.")
+
+
+def _check_several_targets(config: RunConfig) -> None:
+    """Comma lists of `--target_class` and `--target_recall`: equal lengths, valid values, no controller."""
+    recall = config.recall
+    classes, recalls = recall.target_class, recall.target_recall
+    count = len(classes) if isinstance(classes, tuple) else int(classes is not None)
+    given = len(recalls) if isinstance(recalls, tuple) else int(recalls is not None)
+    if count != given:
+        raise UsageError(f"--target_class={_show(classes) if classes is not None else '(not given)'} and "
+                         f"--target_recall={_show(recalls) if recalls is not None else '(not given)'} must "
+                         f"be comma lists of the same length, one recall per target class: got {count} "
+                         f"class(es) and {given} recall(s).")
+    negative = [c for c in classes if isinstance(c, int) and c < 0]
+    if negative:
+        raise ArgumentError("--target_class", negative, "must be non-negative class indices (or names)")
+    bad = [r for r in recalls if not 0.0 < r <= 1.0]
+    if bad:
+        raise ArgumentError("--target_recall", bad, "must each be in (0.0, 1.0]")
+    if config.uses_controller and recall.recall_target_mode == "target_class":
+        raise UsageError(
+            f"--reweighting=recall_target steers one --target_class, and --target_class={_show(classes)} "
+            f"--target_recall={_show(recalls)} are {count} targets. Drop --reweighting=recall_target: "
+            f"the operating point chosen after training gives every target class its recall jointly "
+            f"(with any loss, e.g. --loss=logit_adjusted).")
 
 
 def _check_recall(config: RunConfig, explicit_calibrate: Optional[bool]) -> None:
     recall = config.recall
+    if recall.several_targets:
+        _check_several_targets(config)
     if config.uses_controller and recall.recall_target_mode == "target_class" and (
             recall.target_class is None or recall.target_recall is None):
         raise UsageError("--reweighting=recall_target with --recall_target_mode=target_class "
                          "needs --target_class and --target_recall.")
     if isinstance(recall.target_class, int):
         check_class_index(recall.target_class, "--target_class")
-    if recall.target_recall is not None:
+    if recall.target_recall is not None and not recall.several_targets:
         check_number(recall.target_recall, "--target_recall", minimum=0.0, maximum=1.0,
                      exclusive_minimum=True)
     if explicit_calibrate and recall.calibration_kind is None:

@@ -42,8 +42,9 @@ def choose_decision_folds(recall: Any,
     its target-class examples gives a one-sided lower confidence bound below
     `--target_recall` at `SHOWABLE_CONFIDENCE` (the exact bound,
     `trainer.decisions.cutoffs.can_show_recall`: exact, so `t ** n > 1 -
-    confidence`; 0.9 at 0.9 needs 22 examples); otherwise off (also for
-    worst-class offsets and without a calibration).
+    confidence`; 0.9 at 0.9 needs 22 examples; with several targets, when
+    any one of them cannot be shown); otherwise off (also for worst-class
+    offsets and without a calibration).
 
     Args:
       recall: The recall settings (`trainer.cli.config.RecallConfig`; `decision_folds` None for
@@ -59,18 +60,21 @@ def choose_decision_folds(recall: Any,
         return DecisionFolds(given, False, f"--decision_folds={given} given")
     if not recall.calibrate:
         return DecisionFolds(0, True, "no operating point is calibrated")
-    if recall.calibration_kind != "target_recall":
+    if recall.calibration_kind not in ("target_recall", "multi_target"):
         return DecisionFolds(0, True, "automatic cross-fitting is for --target_recall only; the "
                                       "held-out split chooses the worst-class offsets (pass "
                                       "--decision_folds=K to cross-fit them)")
     if held_out_class_counts is None:
         return DecisionFolds(0, True, "the held-out class counts are unknown")
-    k, target = recall.target_class, recall.target_recall
-    n = int(held_out_class_counts[k]) if k < len(held_out_class_counts) else 0
-    shown = shown_confidence(n, n, target) if n else 0.0
-    facts = (f"the held-out split has {n} example(s) of class {k}: catching all of them shows "
-             f"recall >= {target:g} at {shown:.1%} confidence")
-    if n == 0 or not can_show_recall(n, target, SHOWABLE_CONFIDENCE):
+    facts, short = [], False
+    for k, target in recall.targets:  # several targets: cross-fit when any one cannot be shown
+        n = int(held_out_class_counts[k]) if k < len(held_out_class_counts) else 0
+        shown = shown_confidence(n, n, target) if n else 0.0
+        facts.append(f"the held-out split has {n} example(s) of class {k}: catching all of them shows "
+                     f"recall >= {target:g} at {shown:.1%} confidence")
+        short = short or n == 0 or not can_show_recall(n, target, SHOWABLE_CONFIDENCE)
+    facts = "; ".join(facts)
+    if short:
         return DecisionFolds(AUTOMATIC_DECISION_FOLDS, True,
                              f"{facts}, below {SHOWABLE_CONFIDENCE:.0%}: "
                              f"cross-fitting with {AUTOMATIC_DECISION_FOLDS} folds (--decision_folds=0 "

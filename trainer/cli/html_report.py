@@ -43,10 +43,13 @@ def _history(model_dir: str, class_names: Sequence[str]) -> Any:
 
 def _target(point: Any, target_class: Optional[int], target_recall: Optional[float]
             ) -> Tuple[Optional[int], Optional[float]]:
-    """The served point's target class and recall, else the flags' (a controller without a point)."""
+    """The served point's target class and recall, else the flags' (a controller without a point).
+
+    Several targets (`--target_class=3,4`): none, the page draws one target.
+    """
     if point is not None and getattr(point, "target_class", None) is not None:
         return int(point.target_class), getattr(point, "target_recall", None)
-    if target_class is not None:
+    if target_class is not None and not isinstance(target_class, tuple):
         return int(target_class), target_recall
     return None, None
 

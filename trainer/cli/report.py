@@ -42,6 +42,15 @@ def describe_decision(point: Any, class_names: Sequence[str]) -> str:
     if getattr(point, "kind", None) == decisions.CostPoint.kind:
         probabilities = "the plain softmax" if point.calibration is None else "calibrated probabilities"
         return f"least expected cost under --cost_matrix ({probabilities})"
+    if getattr(point, "kind", None) == decisions.MultiTargetPoint.kind:
+        parts = []
+        for target in point.targets:
+            k = target.target_class
+            name = class_names[k] if k < len(class_names) else str(k)
+            parts.append(f"{target.offset:+.4g} on class {k} ({name}) for recall {target.target_recall:g}"
+                         + ("" if target.feasible else f", served for {target.served_recall:.3f}"))
+        conflict = "" if point.feasible else " (targets in conflict: metrics.json operating_point.conflict)"
+        return "logit offsets " + "; ".join(parts) + conflict
     target = getattr(point, "target_class", None)
     if target is not None:
         name = class_names[target] if target < len(class_names) else str(target)
@@ -49,6 +58,13 @@ def describe_decision(point: Any, class_names: Sequence[str]) -> str:
             return f"threshold {point.threshold:.4g} on the probability of class {target} ({name})"
         return f"logit offset {point.offset:+.4g} on class {target} ({name})"
     return f"per-class logit offsets ({point.kind})"
+
+
+def served_targets(point: Any) -> Optional[Dict[int, float]]:
+    """Target recall by class of a point with several recall targets (the table's column), else None."""
+    if getattr(point, "kind", None) != decisions.MultiTargetPoint.kind:
+        return None
+    return {target.target_class: target.target_recall for target in point.targets}
 
 
 def served_metrics(point: Any, logits: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
@@ -124,6 +140,10 @@ def calibrate(trainer: Any, recall: RecallConfig, logits: np.ndarray, labels: np
         return point
     if kind == "worst_class":
         params = {"max_balanced_accuracy_drop": recall.max_balanced_accuracy_drop}
+    elif kind == "multi_target":
+        params = {"target_classes": [k for k, _ in recall.targets],
+                  "target_recalls": [r for _, r in recall.targets],
+                  "confidence": recall.decision_confidence, "estimator": recall.decision_estimator}
     else:
         params = {"target_class": recall.target_class, "target_recall": recall.target_recall,
                   "confidence": recall.decision_confidence, "estimator": recall.decision_estimator}
@@ -136,7 +156,8 @@ def calibrate(trainer: Any, recall: RecallConfig, logits: np.ndarray, labels: np
 
 def operating_point_report(point: Any, recall: RecallConfig, logits: np.ndarray, labels: np.ndarray,
                            argmax: Mapping[str, Any], *, chosen_on: str = "the held-out split",
-                           measured_on: str = "the evaluation data") -> Dict[str, Any]:
+                           measured_on: str = "the evaluation data",
+                           class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """The point's dict plus its metrics on the evaluation logits next to the plain argmax's.
 
     Args:
@@ -147,9 +168,12 @@ def operating_point_report(point: Any, recall: RecallConfig, logits: np.ndarray,
       argmax: `argmax_metrics(logits, labels)`.
       chosen_on: Which data chose the point (its `validation_*` figures come from it).
       measured_on: Which data the `eval_*` figures come from.
+      class_names: Names indexed by class, for the sentences (None: indices).
     """
     calibrated = decisions.decision_metrics(point, logits, labels)
     where = {"chosen_on": chosen_on, "measured_on": measured_on}
+    if recall.calibration_kind == "multi_target":
+        return _multi_target_report(point, calibrated, argmax, where, class_names)
     if recall.calibration_kind == decisions.CostPoint.kind:
         matrix = np.asarray(point.cost_matrix)
         decided = point.decide(logits)
@@ -194,6 +218,30 @@ def operating_point_report(point: Any, recall: RecallConfig, logits: np.ndarray,
         "argmax_eval_recall": float(argmax["recall"][k]),
         "argmax_eval_precision": float(argmax["precision"][k]),
     }
+
+
+def _multi_target_report(point: Any, calibrated: Mapping[str, Any], argmax: Mapping[str, Any],
+                         where: Mapping[str, str], class_names: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """metrics.json's `operating_point` for several targets: each target's figures, the conflict if any."""
+    payload = {**point.to_dict(), **where}
+    targets = []
+    for target in payload["targets"]:
+        k = target["target_class"]
+        targets.append({**target, "eval_recall": float(calibrated["recall"][k]),
+                        "eval_precision": float(calibrated["precision"][k]),
+                        "argmax_eval_recall": float(argmax["recall"][k]),
+                        "argmax_eval_precision": float(argmax["precision"][k])})
+        logging.info("Target class %d: recall %.4f, precision %.4f on %s (target %g; chosen on %s: recall "
+                     "%.4f, precision %.4f; argmax: %.4f, %.4f).", k, calibrated["recall"][k],
+                     calibrated["precision"][k], where["measured_on"], target["target_recall"],
+                     where["chosen_on"], target["validation_recall"], target["validation_precision"],
+                     argmax["recall"][k], argmax["precision"][k])
+    conflict = decisions.describe_conflict(point, class_names)
+    if conflict is not None:
+        logging.warning("%s", conflict)
+    return {**payload, "targets": targets, "conflict": conflict,
+            "eval_balanced_accuracy": calibrated["balanced_accuracy"],
+            "argmax_eval_balanced_accuracy": argmax["balanced_accuracy"]}
 
 
 def _final_context(trainer: Any) -> TrainingContext:

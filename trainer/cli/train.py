@@ -14,7 +14,17 @@ from absl import logging
 
 from trainer import cross_fit
 from trainer.checks import ArgumentError
-from trainer.cli import app, baseline, build, cost_matrix, decision_folds, fingerprint, html_report, report
+from trainer.cli import (
+    app,
+    baseline,
+    build,
+    cost_matrix,
+    decision_folds,
+    fingerprint,
+    html_report,
+    report,
+    tensorboard_run,
+)
 from trainer.cli import config as config_lib
 from trainer.cli.config import RunConfig
 from trainer.cli.errors import UsageError, flags_named
@@ -102,7 +112,7 @@ def run(config: RunConfig) -> Dict[str, Any]:
         point = report.calibrate(trainer, config.recall, *choosing, save=chief, calibration=calibration)
         point_report = report.operating_point_report(
             point, config.recall, logits, labels, argmax, chosen_on=decision_data["chosen_on"],
-            measured_on=measured_on)
+            measured_on=measured_on, class_names=bundle.class_names)
     # A resumed run serves the operating point it saved before, if any.
     decision = report.describe_decision(trainer.operating_point, bundle.class_names)
     served = report.served_metrics(trainer.operating_point, logits, labels)
@@ -127,10 +137,16 @@ def run(config: RunConfig) -> Dict[str, Any]:
     if chief:
         fingerprint.record_run(model_dir, current, resume)
         write_json_atomically(os.path.join(model_dir, METRICS_FILENAME), metrics)
+        tensorboard_run.write_run_end(
+            model_dir, step=int(trainer.global_step.numpy()), served=served, argmax=argmax,
+            class_names=bundle.class_names, decision=decision, measured_on=measured_on,
+            target_class=config.recall.single_target_class, point=trainer.operating_point,
+            chosen_on=None if decision_data is None else decision_data["chosen_on"])
         _export(config, bundle, trainer, calibration)
         chosen = "" if decision_data is None else f"; chosen on {decision_data['chosen_on']}"
         print(format_decision_table(served, argmax, bundle.class_names, decision=decision,
-                                    measured_on=measured_on + chosen))
+                                    measured_on=measured_on + chosen,
+                                    targets=report.served_targets(trainer.operating_point)))
         print(f"Wrote {os.path.join(model_dir, METRICS_FILENAME)}; "
               f"TensorBoard: tensorboard --logdir {model_dir}")
         page = html_report.write_training_report(
@@ -209,7 +225,10 @@ def _choosing_logits(config: RunConfig, bundle: Any, strategy: tf.distribute.Str
     facts.update(source="out_of_fold", folds=out_of_fold.num_folds, rows=out_of_fold.num_rows,
                  chosen_on=out_of_fold.describe(),
                  folds_dir=os.path.join(config.output.model_dir, cross_fit.FOLDS_DIRNAME))
-    if recall.target_class is not None:
+    if isinstance(recall.target_class, tuple):  # several targets: the rows of each
+        facts["target_class_rows"] = {str(k): int(np.sum(out_of_fold.labels == k))
+                                      for k in recall.target_class}
+    elif recall.target_class is not None:
         facts["target_class_rows"] = int(np.sum(out_of_fold.labels == recall.target_class))
     return (out_of_fold.logits, out_of_fold.labels), facts
 
@@ -245,21 +264,10 @@ def _calibrate_probabilities(config: RunConfig, bundle: Any, parts: Any,
     facts = report.calibration_report(calibration, shift, logits, labels, fitted_on=fitted_on,
                                       measured_on=measured_on)
     if save and parts.trainer.model_dir:
-        _write_calibration_summaries(parts.trainer, facts)
+        tensorboard_run.write_calibration(parts.trainer.model_dir, facts=facts,
+                                          class_names=bundle.class_names,
+                                          step=int(parts.trainer.global_step.numpy()))
     return calibration, facts
-
-
-def _write_calibration_summaries(trainer: Any, facts: Dict[str, Any]) -> None:
-    """TensorBoard scalars of the evaluation split's ECEs (`<model_dir>/calibration`), at the last step."""
-    step = int(trainer.global_step.numpy())
-    writer = tf.summary.create_file_writer(os.path.join(trainer.model_dir, "calibration"))
-    with writer.as_default():
-        for name, key in (("calibrated", "eval"), ("uncalibrated", "eval_uncalibrated")):
-            tf.summary.scalar(f"ece/{name}", facts[key]["ece"], step=step)
-            for k, value in enumerate(facts[key]["per_class_ece"]):
-                tf.summary.scalar(f"ece_per_class/{name}/{k}", value, step=step)
-        tf.summary.scalar("temperature", facts["temperature"], step=step)
-    writer.close()
 
 
 def _export(config: RunConfig, bundle: Any, trainer: Any, calibration: Any = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from trainer.checks import check_integer, check_number
+from trainer.decisions.multi_target import choose_multi_target_offsets
 from trainer.decisions.target_recall import choose_operating_point
 
 # (estimator, bound, confidence) compared: the rule before the options existed (empirical, Wilson), the
@@ -178,6 +179,90 @@ def interval_coverage_study(positives: Sequence[int] = (12, 16, 30, 60, 200), *,
     return rows
 
 
+def multi_target_study(*, draws: int = 100, confidences: Sequence[float] = (0.9, 0.5),
+                       target_recalls: Sequence[float] = (0.9, 0.8), positives: int = 60,
+                       fresh_per_class: int = 20_000, seed: int = 5) -> list[dict[str, Any]]:
+    """How often two conflicting targets both hold on fresh data: joint offsets against separate ones.
+
+    Four classes with Gaussian logits (unit noise, class c's mean 3 on logit
+    c); the targets are classes 2 and 3, and class 3's mean leans towards
+    class 2 (0.8 and 0.4 of 3 on logits 3 and 2), so raising either offset
+    takes the other's examples. Each draw chooses on `positives` examples of
+    each target class and 150 of each other class, once with
+    `choose_multi_target_offsets` and once with two separate
+    `choose_operating_point(method='logit_offset')` offsets added together;
+    recall is counted on `fresh_per_class` fresh examples per class.
+
+    Returns:
+      One row per confidence: `confidence`, `joint_both` / `separate_both`
+      (share of draws where both targets hold), `joint_each` /
+      `separate_each` (per target), `joint_median` / `separate_median` (the
+      median fresh recall per target), `joint_feasible` (share of draws the
+      joint choice found feasible on its own data).
+    """
+    draws = check_integer(draws, "draws", minimum=1)
+    k = 4
+    means = 3.0 * np.eye(k)
+    means[3] = 3.0 * (0.8 * np.eye(k)[3] + 0.4 * np.eye(k)[2])
+    targets, recalls = [2, 3], [float(r) for r in target_recalls]
+    rng = np.random.default_rng(seed)
+
+    def sample(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(k), counts)
+        return rng.normal(size=(len(labels), k)) + means[labels], labels
+
+    fresh, fresh_labels = sample([fresh_per_class] * k)
+
+    def fresh_recalls(offsets: np.ndarray) -> list[float]:
+        decided = np.argmax(fresh + offsets, axis=1)
+        return [float(np.mean(decided[fresh_labels == c] == c)) for c in targets]
+
+    rows = []
+    for confidence in confidences:
+        joint, separate, feasible = [], [], []
+        for _ in range(draws):
+            logits, labels = sample([150, 150, positives, positives])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # too few examples, conflicts: counted here
+                point = choose_multi_target_offsets(logits, labels, target_classes=targets,
+                                                    target_recalls=recalls, confidence=confidence,
+                                                    interval_level=None)
+                offsets = np.zeros(k)
+                for c, recall in zip(targets, recalls):
+                    offsets[c] = choose_operating_point(
+                        logits, labels, target_class=c, target_recall=recall, method="logit_offset",
+                        confidence=confidence, interval_level=None).offset
+            joint.append(fresh_recalls(point.offsets()))
+            separate.append(fresh_recalls(offsets))
+            feasible.append(point.feasible)
+        joint, separate = np.array(joint), np.array(separate)
+        rows.append({"confidence": confidence, "joint_feasible": float(np.mean(feasible)),
+                     **{f"{name}_both": float(np.mean(np.all(values >= recalls, axis=1)))
+                        for name, values in (("joint", joint), ("separate", separate))},
+                     **{f"{name}_each": [float(v) for v in np.mean(values >= recalls, axis=0)]
+                        for name, values in (("joint", joint), ("separate", separate))},
+                     **{f"{name}_median": [float(v) for v in np.median(values, axis=0)]
+                        for name, values in (("joint", joint), ("separate", separate))}})
+    return rows
+
+
+def multi_target_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The multi-target study's rows as a Markdown table."""
+    lines = ["| confidence | both targets hold: joint | separate | each (joint) | each (separate) | "
+             "median recall (joint) | median recall (separate) | joint feasible on its data |",
+             "|---:|---:|---:|---|---|---|---|---:|"]
+
+    def pair(values: Sequence[float]) -> str:
+        return " / ".join(f"{v:.3f}" for v in values)
+
+    for row in rows:
+        lines.append(f"| {row['confidence']:g} | {row['joint_both']:.2f} | {row['separate_both']:.2f} | "
+                     f"{pair(row['joint_each'])} | {pair(row['separate_each'])} | "
+                     f"{pair(row['joint_median'])} | {pair(row['separate_median'])} | "
+                     f"{row['joint_feasible']:.2f} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The study's rows as a Markdown table."""
     lines = ["| positives | estimator | bound | confidence | bound chose | recall >= 0.85 | recall >= 0.9 | "
@@ -208,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--intervals", action="store_true",
                         help="the interval coverage study instead of the cut-off study")
+    parser.add_argument("--multi_target", action="store_true",
+                        help="two conflicting targets (0.9, 0.8): joint offsets against separate ones")
     parser.add_argument("--positives", default=None, help="default 12,16,30,60 (intervals: 12,16,30,60,200)")
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--target_recall", type=float, default=0.9)
@@ -216,6 +303,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--negatives_per_positive", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.multi_target:
+        trials = args.trials if args.trials != 1000 else 100
+        print(f"Two targets (recall 0.9 and 0.8), 60 examples of each to choose on, {trials} draws, "
+              f"seed 5")
+        print(multi_target_table(multi_target_study(draws=trials)))
+        return
     if args.intervals:
         positives = [int(n) for n in (args.positives or "12,16,30,60,200").split(",")]
         rows = interval_coverage_study(positives, trials=args.trials, target_recall=args.target_recall,

@@ -15,17 +15,20 @@ import numpy as np
 from trainer.checks import check_choice
 from trainer.decisions.base import FILENAME, OperatingPoint
 from trainer.decisions.cost import CostPoint, choose_cost_point
+from trainer.decisions.multi_target import MultiTargetPoint, choose_multi_target_offsets
 from trainer.decisions.target_recall import TargetRecallPoint, choose_operating_point
 from trainer.decisions.worst_class import WorstClassPoint, choose_worst_class_offsets
 from trainer.json_files import read_json
 
 KINDS: Mapping[str, type] = types.MappingProxyType(
-    {kind: cls for cls in (TargetRecallPoint, WorstClassPoint, CostPoint) for kind in cls.kinds})
+    {kind: cls for cls in (TargetRecallPoint, WorstClassPoint, CostPoint, MultiTargetPoint)
+     for kind in cls.kinds})
 
 CALIBRATIONS: Mapping[str, Callable[..., OperatingPoint]] = types.MappingProxyType({
     "target_recall": choose_operating_point,
     "worst_class": choose_worst_class_offsets,
     "expected_cost": choose_cost_point,
+    "multi_target": choose_multi_target_offsets,
 })
 
 
@@ -79,8 +82,11 @@ def calibrate(kind: str, logits: np.ndarray, labels: np.ndarray, **params: Any) 
         `confidence`, `estimator`, `bound`, `interval_level`,
         `interval_method`, `bootstrap_resamples`, `seed`), `'worst_class'`
         (`choose_worst_class_offsets`: params `max_balanced_accuracy_drop`,
-        `iterations`, `step_size`) or `'expected_cost'`
-        (`choose_cost_point`: params `cost_matrix`, `calibration`).
+        `iterations`, `step_size`), `'expected_cost'`
+        (`choose_cost_point`: params `cost_matrix`, `calibration`) or
+        `'multi_target'` (`choose_multi_target_offsets`: params
+        `target_classes`, `target_recalls`, `class_prior`, `confidence`,
+        `estimator`, `bound`, `interval_level`, `max_sweeps`, `tolerance`).
       logits: `[N, K]` held-out logits.
       labels: `[N]` held-out labels.
       **params: The chooser's keyword arguments.

@@ -212,8 +212,13 @@ class TargetRecallPoint(OperatingPoint):
         return point
 
 
-def _example_weights(labels: np.ndarray, num_classes: int,
-                     class_prior: Sequence[float] | None) -> np.ndarray:
+def example_weights(labels: np.ndarray, num_classes: int,
+                    class_prior: Sequence[float] | None) -> np.ndarray:
+    """Each example's weight in precision: 1, or `class_prior` over the class's share of `labels`.
+
+    Raises:
+      ArgumentError: naming `class_prior` unless `num_classes` non-negative numbers with a positive sum.
+    """
     if class_prior is None:
         return np.ones(len(labels), np.float64)
     prior = np.asarray(class_prior, np.float64)
@@ -235,8 +240,8 @@ def _choose(ranked: RankedScores, rule: str, target_recall: float, confidence: f
     return float(cutoff[0]), float(recall[0]), float(precision[0])
 
 
-def _rule(positives: int, target_recall: float, confidence: float, estimator: str,
-          bound: str) -> tuple[str, bool]:
+def cutoff_rule(positives: int, target_recall: float, confidence: float, estimator: str,
+                bound: str) -> tuple[str, bool]:
     """`(rule, confidence_met)`: which `cutoffs.RULES` member chooses, and whether the bound could."""
     if not can_show_recall(positives, target_recall, confidence, bound):
         # Too few positives: even catching all of them does not show the target at `confidence`.
@@ -346,9 +351,9 @@ def choose_operating_point(logits: np.ndarray, labels: np.ndarray, *, target_cla
     is_target = labels == target_class
     if not is_target.any():
         raise ValueError(f"The calibration data has no example of target_class={target_class}.")
-    weights = _example_weights(labels, num_classes, class_prior)
+    weights = example_weights(labels, num_classes, class_prior)
     positives = int(is_target.sum())
-    rule, confidence_met = _rule(positives, target_recall, confidence, estimator, bound)
+    rule, confidence_met = cutoff_rule(positives, target_recall, confidence, estimator, bound)
     if not confidence_met:
         fallback = ("the Harrell-Davis estimate of the score that fraction of them reaches"
                     if rule == "harrell_davis" else "the cut-off that catches all of them")

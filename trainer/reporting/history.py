@@ -1,8 +1,9 @@
 """Per-class histories of a run, read back from its TensorBoard event files with TensorBoard's own reader.
 
-The Trainer writes, at the step each epoch ends, `recall/<k>` and
-`precision/<k>` of the epoch's evaluation under `<model_dir>/eval` and the
-rule's `class_weight/<k>` under `<model_dir>/train` (`Trainer._write_epoch_summaries`).
+The Trainer writes, at the step each epoch ends, `recall/<k>[_<name>]` and
+`precision/<k>[_<name>]` of the epoch's evaluation under `<model_dir>/eval` and the
+rule's `class_weight/<k>[_<name>]` (after the epoch's callbacks) under `<model_dir>/train`
+(`trainer.summaries`).
 """
 
 from __future__ import annotations

@@ -186,8 +186,9 @@ def _history_section(inputs: ReportInputs, recall: np.ndarray) -> str:
     measured = f"measured on {inputs.history_note or 'the per-epoch evaluation data'}"
     for metric, ylabel, where in (("recall", "recall", measured), ("precision", "precision", measured),
                                   ("class_weight", "class weight (gradient multiplier)",
-                                   "the weights the reweighting rule applied during each epoch's training "
-                                   "steps (TensorBoard train/class_weight/<k>)")):
+                                   "the reweighting rule's weights at the end of each epoch, after its "
+                                   "controller update: what the next epoch trains with (TensorBoard "
+                                   "train/class_weight/<k>)")):
         if not history.has(metric):
             absent = ("this run's rule sets no per-class weights" if metric == "class_weight"
                       else "the run wrote no per-class evaluation history")

@@ -103,9 +103,11 @@ def _cases(files):
         "changed_data": ([f"--dataset=npz:{files['four_classes']}"], None,
                          r"error: --model_dir=.* holds a run with other settings.*"
                          r'class_names: \["0", "1", "2"\] -> \["0", "1", "2", "3"\]'),
+        # (--loss=auto resolves to another loss once a rule is given: that difference is named too.)
         "changed_setting": ([npz, "--learning_rate=0.1", "--reweighting=inverse_frequency"], None,
-                            r"reweighting: none -> inverse_frequency; learning_rate: 0.001 -> 0.1\. "
-                            r".*--allow_config_change=reweighting,learning_rate"),
+                            r"loss: logit_adjusted -> cross_entropy; reweighting: none -> "
+                            r"inverse_frequency; learning_rate: 0.001 -> 0.1\. "
+                            r".*--allow_config_change=loss,reweighting,learning_rate"),
         "incompatible_checkpoint": ([f"--dataset=npz:{files['four_classes']}",
                                      "--allow_config_change=dataset,num_classes,files,class_names,"
                                      "class_counts"], None,

@@ -49,6 +49,7 @@ def test_exported_model_matches_in_a_fresh_process(synthetic_run):
         f"serve = tf.saved_model.load({str(export_dir)!r}).signatures['serving_default']\n"
         "out = serve(features=x)\n"
         "print(json.dumps({'p': out['probabilities'].numpy().tolist(), 'x': x.numpy().tolist(),"
+        " 'z': out['logits'].numpy().tolist(),"
         " 'c': out['class_id'].numpy().tolist(), 'n': [s.decode() for s in out['class_name'].numpy()]}))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             env=cli_env(), cwd=REPO)
@@ -56,7 +57,10 @@ def test_exported_model_matches_in_a_fresh_process(synthetic_run):
     served = json.loads(result.stdout.strip().splitlines()[-1])
     probabilities = np.asarray(served["p"])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert served["c"] == probabilities.argmax(axis=1).tolist()
+    # The default loss (logit-adjusted) makes the logits balanced scores: the served class is
+    # their argmax, while the calibrated probabilities estimate P(class | x) at the training
+    # data's class frequencies (temperature fitted after undoing the loss's prior shift).
+    assert served["c"] == np.asarray(served["z"]).argmax(axis=1).tolist()
 
     import keras
 
@@ -97,7 +101,7 @@ def test_rerun_resumes_from_checkpoint(synthetic_run, tmp_path):
     (["--reweighting=manual"], "needs --class_weights"),
     (["--loss=hinge"], "--loss"),
     (["--dataset=parquet:x"], "--dataset"),
-    (["--reweighting=eqlv2"], "needs a sigmoid (one-vs-all) loss"),
+    (["--reweighting=eqlv2", "--loss=cross_entropy"], "needs a sigmoid (one-vs-all) loss"),
 ])
 def test_bad_flags_exit_nonzero_without_traceback(args, message, tmp_path):
     result = run_cli(f"--model_dir={tmp_path / 'bad'}", "--epochs=1", *args, timeout=120)

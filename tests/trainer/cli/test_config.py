@@ -50,8 +50,9 @@ def test_values_are_typed(parse):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--reweighting=eqlv2"], "needs a sigmoid (one-vs-all) loss"),
-    (["--reweighting=drw", "--drw_rule=eqlv2"], "EQL v2 (--reweighting=drw)"),
+    (["--reweighting=eqlv2", "--loss=cross_entropy"], "needs a sigmoid (one-vs-all) loss"),
+    (["--reweighting=drw", "--drw_rule=eqlv2", "--loss=cross_entropy"],
+         "EQL v2 (--reweighting=drw)"),
     (["--reweighting=manual"], "--reweighting=manual needs --class_weights"),
     (["--reweighting=drw", "--drw_rule=manual"], "--reweighting=drw needs --class_weights"),
     (["--class_weights=1,2"], "--class_weights is only used with --reweighting=manual (got "

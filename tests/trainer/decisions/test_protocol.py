@@ -15,10 +15,12 @@ from trainer.decisions import (
     FILENAME,
     KINDS,
     CostPoint,
+    MultiTargetPoint,
     OperatingPoint,
     TargetRecallPoint,
     WorstClassPoint,
     choose_cost_point,
+    choose_multi_target_offsets,
     choose_operating_point,
     choose_worst_class_offsets,
     fit_temperature,
@@ -44,6 +46,7 @@ def one_point_of_each_kind():
         choose_worst_class_offsets(logits, labels, max_balanced_accuracy_drop=None),
         choose_cost_point(logits, labels, cost_matrix=COSTS, calibration=fit_temperature(
             logits, labels, prior_correction=[0.0, 0.1, 0.0, -0.2])),
+        choose_multi_target_offsets(logits, labels, target_classes=[1, 2], target_recalls=[0.5, 0.5]),
     ]
 
 
@@ -78,13 +81,14 @@ OLD_WORST_CLASS_FILE = """{
 
 def test_the_registry_names_every_kind_once():
     assert dict(KINDS) == {"logit_offset": TargetRecallPoint, "threshold": TargetRecallPoint,
-                           "worst_class_offsets": WorstClassPoint, "expected_cost": CostPoint}
+                           "worst_class_offsets": WorstClassPoint, "expected_cost": CostPoint,
+                           "multi_target_offsets": MultiTargetPoint}
     assert [point.kind for point in one_point_of_each_kind()] == list(KINDS)
     with pytest.raises(TypeError):
         OperatingPoint()  # the protocol itself is abstract
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_every_kind_round_trips_through_dict_json_and_file(index, tmp_path):
     point = one_point_of_each_kind()[index]
     payload = point.to_dict()
@@ -102,7 +106,7 @@ def test_every_kind_round_trips_through_dict_json_and_file(index, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [FILENAME], "no temporary file left"
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_numpy_and_tensorflow_decisions_agree(index):
     point = one_point_of_each_kind()[index]
     logits, _ = random_logits(5000, seed=7)

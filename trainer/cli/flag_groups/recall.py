@@ -3,17 +3,56 @@
 Each flag is a field of `trainer.cli.config.RecallConfig`; `trainer.cli.build` says which data each part sees.
 """
 
+from typing import Any, Tuple, Union
+
 from absl import flags
 
 TITLE = "Recall targets and decisions"
 
+
+class RecallsParser(flags.ArgumentParser):
+    """`--target_recall`: one number (a float), or comma-separated numbers (a tuple of floats)."""
+
+    syntactic_help = "a number, or comma-separated numbers (one per --target_class)"
+
+    def parse(self, argument: Any) -> Union[float, Tuple[float, ...]]:
+        if isinstance(argument, (int, float)) and not isinstance(argument, bool):
+            return float(argument)
+        items = list(argument) if isinstance(argument, (list, tuple)) else str(argument).split(",")
+        values, bad = [], []
+        for item in items:
+            try:
+                values.append(float(item))
+            except (TypeError, ValueError):
+                bad.append(str(item))
+        if bad:
+            raise ValueError(f"not a number: {', '.join(repr(item) for item in bad)} (give a recall, or "
+                             f"comma-separated recalls, one per --target_class)")
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def flag_type(self) -> str:
+        return "float"  # one value's type (TensorBoard's HParams column): comma lists are text there
+
+
+class RecallsSerializer(flags.ArgumentSerializer):
+    """Writes `RecallsParser`'s values back as the flag's text."""
+
+    def serialize(self, value: Any) -> str:
+        return ",".join(repr(v) for v in value) if isinstance(value, tuple) else repr(value)
+
+
 flags.DEFINE_string("target_class", None,
                     "Class whose recall matters (--reweighting=target_class, recall targets): its "
                     "index or its name (--class_names, or the data's string labels). A name wins "
-                    "over an index: with classes named 1.5, 2.5, '2.5' is that class, '1' class 1.")
-flags.DEFINE_float("target_recall", None,
-                   "Recall --target_class must reach: drives --reweighting=recall_target and the "
-                   "calibrated operating point.")
+                    "over an index: with classes named 1.5, 2.5, '2.5' is that class, '1' class 1. "
+                    "Several recall targets: comma-separated classes with as many --target_recall "
+                    "values (--target_class=3,4 --target_recall=0.9,0.8).")
+flags.DEFINE(RecallsParser(), "target_recall", None,
+             "Recall --target_class must reach: drives --reweighting=recall_target and the "
+             "calibrated operating point. Comma-separated recalls, one per --target_class, choose "
+             "per-class logit offsets jointly after training so that every target class reaches its "
+             "recall (the controller takes one target); metrics.json says which targets cannot be met "
+             "together, and what each reaches.", serializer=RecallsSerializer())
 flags.DEFINE_enum("recall_target_mode", "target_class", ["target_class", "worst_class"],
                   "--reweighting=recall_target: move class weights until --target_class reaches "
                   "--target_recall, or raise the worst class's recall. With worst_class and no "
@@ -31,7 +70,7 @@ flags.DEFINE_float("recall_target_step_size", None,
 flags.DEFINE_string("monitor", None,
                     "Metric the recall callbacks follow, without the val_ prefix: recall/<k>, "
                     "min_recall, balanced_accuracy, macro_f1... (<k>: a class index or name). "
-                    "Default: recall/<target_class>, "
+                    "Default: recall/<target_class> (several target classes: min_recall), "
                     "else min_recall. With a recall feature on, per-epoch validation uses the "
                     "held-out split of the training data.")
 flags.DEFINE_integer("early_stopping_patience", None,

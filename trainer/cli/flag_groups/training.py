@@ -1,4 +1,4 @@
-"""Flags of training: epochs, batches, the optimiser, seeds, what happens on a non-finite step.
+"""Flags of training: epochs, batches, the optimiser, seeds, a non-finite step, XLA on the step.
 
 Each flag is a field of `trainer.cli.config.TrainingConfig`.
 """
@@ -18,6 +18,13 @@ flags.DEFINE_bool("deterministic", False,
                   "Seed everything with --seed and turn on TensorFlow's op determinism: the same "
                   "command gives the same weights, and a run resumed after a crash finishes like "
                   "an uninterrupted one.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "Compile the training step with XLA: 'true', 'false', or 'auto': before the first "
+                  "step, time a few steps both ways on the first batch (the model is put back as it "
+                  "was), keep the faster, log the figures and remember the choice in "
+                  "<model_dir>/checkpoints/jit_compile.json, so a resume does not measure again. "
+                  "Under MirroredStrategy on CPUs only the model's forward and backward pass are "
+                  "compiled. Dropout draws other (equally distributed) random masks under XLA.")
 flags.DEFINE_bool("skip_nonfinite_steps", False,
                   "Skip (and count) steps whose loss or gradients are NaN or Inf instead of "
                   "stopping with an error (exit status 3).")

@@ -256,7 +256,15 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
         loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
         steps_per_loop=training.steps_per_loop, model_dir=model_dir,
         callbacks=[*callbacks, progress], skip_nonfinite_steps=training.skip_nonfinite_steps,
-        jit_compile=training.jit_compile)
+        jit_compile=resolved_jit_compile(training))
+
+
+def resolved_jit_compile(training: Any) -> str:
+    """`--jit_compile`, except that `auto` is `false` under `--deterministic`: a timing must not
+    decide the numerics of a run that is meant to repeat exactly."""
+    if training.deterministic and training.jit_compile == "auto":
+        return "false"
+    return training.jit_compile
 
 
 def evaluated_on(config: RunConfig, bundle: Any) -> str:

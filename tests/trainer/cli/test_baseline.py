@@ -22,7 +22,7 @@ def test_the_comparison_is_a_real_plain_cross_entropy_run(tmp_path):
     facts = json.loads((tmp_path / "la" / "metrics.json").read_text())["baseline_comparison"]
     assert (tmp_path / "la" / "baseline" / "checkpoints").is_dir()
 
-    plain = run_cli(f"--model_dir={tmp_path / 'ce'}", "--compare_baseline=false", *COMMON)
+    plain = run_cli(f"--model_dir={tmp_path / 'ce'}", "--loss=cross_entropy", *COMMON)
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert "Compared with" not in plain.stdout
     oracle = json.loads((tmp_path / "ce" / "metrics.json").read_text())

@@ -24,7 +24,8 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "was), keep the faster, log the figures and remember the choice in "
                   "<model_dir>/checkpoints/jit_compile.json, so a resume does not measure again. "
                   "Under MirroredStrategy on CPUs only the model's forward and backward pass are "
-                  "compiled. Dropout draws other (equally distributed) random masks under XLA.")
+                  "compiled. Dropout draws other (equally distributed) random masks under XLA. "
+                  "With --deterministic, 'auto' is 'false' (no timing decides a repeatable run).")
 flags.DEFINE_bool("skip_nonfinite_steps", False,
                   "Skip (and count) steps whose loss or gradients are NaN or Inf instead of "
                   "stopping with an error (exit status 3).")

@@ -20,11 +20,23 @@ part covers depends on the strategy (`xla_scope`):
   around them, stay in the graph.
 - `tpu`: `TPUStrategy` compiles every step with XLA anyway; nothing changes.
 
-`jit_compile="auto"` times steps both ways on the run's first batch before
-training (`measure`), keeps the faster and remembers it in
+The updates equal the plain graph's to float rounding, with one exception:
+TensorFlow's stateless random ops (Keras Dropout) draw other, equally
+distributed numbers under XLA. XLA compiles once per batch shape (a partial
+last batch compiles once more).
+
+`jit_compile="auto"` takes the run's first batch from the training iterator
+and times steps both ways on it (`probe`, then `measure`: alternating rounds,
+medians, CPU time on CPUs), keeps the faster, trains that batch as the real
+first step the chosen way, and remembers the choice in
 `<model_dir>/checkpoints/jit_compile.json` (`save_choice`, `load_choice`), so a
-resumed run does not measure again. The timed steps run on a snapshot of the
-state (`VariableSnapshot`) that is restored afterwards.
+resumed run does not measure again. A run whose planned steps take under
+`Measurement.min_run_seconds` on the plain graph is not compiled at all
+(`too_short`). The timed steps run on the real state and are undone
+(`VariableSnapshot` of every checkpointed variable and the NaN guard's, put
+back afterwards): step counts, weights and checkpoints are bit for bit those
+of a run told the chosen way. On one device the timed steps go through the
+train loops themselves (`FirstBatchSteps`), so nothing is traced twice.
 """
 
 from __future__ import annotations

@@ -35,3 +35,20 @@ def mirrored():
     if len(devices) < 2:
         pytest.skip(f"needs two logical CPU devices, have {devices}")
     return new_mirrored_strategy(devices[:2])
+
+
+@pytest.fixture
+def parse():
+    """Parses a `trainer.main` command line into a RunConfig (`--verbosity` untouched); the flags
+    are reset afterwards."""
+    from absl import flags
+
+    from trainer.cli import config as config_lib
+
+    def parse_flags(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["trainer.main", *args])
+        return config_lib.from_flags()
+
+    yield parse_flags
+    flags.FLAGS.unparse_flags()

@@ -399,22 +399,6 @@ def test_a_run_too_short_to_pay_for_xla_is_not_compiled(tmp_path):
 # ------------------------------------------------------------ command line
 
 
-@pytest.fixture
-def parse():
-    """Parses a command line into a RunConfig; flags reset afterwards."""
-    from absl import flags
-
-    from trainer.cli import config as config_lib
-
-    def parse_flags(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["trainer.main", *args])
-        return config_lib.from_flags()
-
-    yield parse_flags
-    flags.FLAGS.unparse_flags()
-
-
 def test_jit_compile_flag_reaches_the_trainer_and_may_change_on_resume(parse):
     from absl import flags
 

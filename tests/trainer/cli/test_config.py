@@ -13,19 +13,6 @@ from trainer.cli.flag_groups import GROUPS
 FLAGS = flags.FLAGS
 
 
-@pytest.fixture
-def parse():
-    """Parses a command line into a RunConfig (`--verbosity` untouched); flags reset afterwards."""
-
-    def parse_flags(*args):
-        FLAGS.unparse_flags()
-        FLAGS(["trainer.main", *args])
-        return config_lib.from_flags()
-
-    yield parse_flags
-    FLAGS.unparse_flags()
-
-
 def test_defaults_fill_every_group(parse):
     config = parse()
     assert config.training.epochs == 10 and config.training.learning_rate == 1e-3

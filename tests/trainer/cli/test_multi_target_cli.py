@@ -20,17 +20,6 @@ from trainer.export import load_serving_function
 FLAGS = flags.FLAGS
 
 
-@pytest.fixture
-def parse():
-    def parse_flags(*args):
-        FLAGS.unparse_flags()
-        FLAGS(["trainer.main", *args])
-        return config_lib.from_flags()
-
-    yield parse_flags
-    FLAGS.unparse_flags()
-
-
 def test_comma_lists_are_several_targets(parse):
     config = parse("--target_class=3,4", "--target_recall=0.9,0.8")
     recall = config.recall

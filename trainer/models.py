@@ -12,6 +12,8 @@ import keras
 import numpy as np
 
 MODEL_NAMES = ("mlp", "cnn")
+DEFAULT_HIDDEN_UNITS = (256, 256)
+CNN_MIN_SIZE = 10  # height and width: conv3 -> pool2 -> conv3 -> pool2 leaves at least 1x1
 
 
 def pick_model_name(input_shape: Sequence[int]) -> str:
@@ -27,7 +29,8 @@ def _normalization(mean: Optional[np.ndarray], variance: Optional[np.ndarray]):
                                        name="normalization")]
 
 
-def build_mlp(input_shape: Sequence[int], num_classes: int, *, hidden_units: Sequence[int] = (256, 256),
+def build_mlp(input_shape: Sequence[int], num_classes: int, *,
+              hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
               dropout: float = 0.0, feature_mean: Optional[np.ndarray] = None,
               feature_variance: Optional[np.ndarray] = None) -> keras.Model:
     """A ReLU MLP returning logits."""
@@ -43,9 +46,10 @@ def build_mlp(input_shape: Sequence[int], num_classes: int, *, hidden_units: Seq
     return keras.Sequential(layers, name="mlp")
 
 
-def build_cnn(input_shape: Sequence[int], num_classes: int, *, feature_mean: Optional[np.ndarray] = None,
+def build_cnn(input_shape: Sequence[int], num_classes: int, *, dropout: float = 0.0,
+              feature_mean: Optional[np.ndarray] = None,
               feature_variance: Optional[np.ndarray] = None) -> keras.Model:
-    """conv32-pool-conv64-pool-dense128, the small CNN of the benchmarks.
+    """conv32-pool-conv64-pool-dense128, the small CNN of the benchmarks (`dropout` after the dense128).
 
     Images of shape (height, width) get a channel axis after the normalisation, so its
     statistics are those of the input's last axis (as `load_data` computes them) either way.
@@ -62,8 +66,10 @@ def build_cnn(input_shape: Sequence[int], num_classes: int, *, feature_mean: Opt
         keras.layers.MaxPooling2D(),
         keras.layers.Flatten(),
         keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(num_classes, name="logits"),
     ]
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(num_classes, name="logits"))
     return keras.Sequential(layers, name="cnn")
 
 
@@ -81,5 +87,12 @@ def build_model(name: Optional[str], input_shape: Sequence[int], num_classes: in
             raise ValueError(
                 f"--model=cnn needs image inputs of shape (height, width[, channels]); "
                 f"the data has per-example shape {tuple(input_shape)}.")
+        if min(input_shape[:2]) < CNN_MIN_SIZE:
+            raise ValueError(
+                f"--model=cnn needs images of at least {CNN_MIN_SIZE}x{CNN_MIN_SIZE} pixels (two 3x3 "
+                f"convolutions, each followed by 2x2 pooling); the data has "
+                f"{input_shape[0]}x{input_shape[1]}: use --model=mlp.")
+        if kwargs.pop("hidden_units", None) is not None:
+            raise ValueError("--hidden_units sets the MLP's hidden layers; --model=cnn has none.")
         return build_cnn(input_shape, num_classes, **kwargs)
     raise ValueError(f"--model={name!r} is not known; choose one of {', '.join(MODEL_NAMES)}.")

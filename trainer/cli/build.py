@@ -21,7 +21,7 @@ from losses.rules import ReweightingRule
 from trainer import cross_fit, decisions
 from trainer import data as data_lib
 from trainer.cli import tensorboard_run
-from trainer.cli.config import LossConfig, RecallConfig, RunConfig
+from trainer.cli.config import LossConfig, RecallConfig, RunConfig, TrainingConfig
 from trainer.cli.errors import flags_named
 from trainer.determinism import enable_determinism, seed_everything
 from trainer.distribute import (
@@ -229,6 +229,15 @@ def make_callbacks(config: RunConfig, bundle: Any, rule: Optional[ReweightingRul
     return callbacks
 
 
+def make_optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
+    """Adam at `--learning_rate`; AdamW with `--weight_decay` on the kernels (biases excluded)."""
+    if not training.weight_decay:
+        return keras.optimizers.Adam(training.learning_rate)
+    optimizer = keras.optimizers.AdamW(training.learning_rate, weight_decay=training.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
+
+
 def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[ReweightingRule],
              callbacks: Sequence[keras.callbacks.Callback], strategy: tf.distribute.Strategy,
              model_dir: Optional[str], input_shape: Sequence[int], feature_mean: Any,
@@ -243,8 +252,12 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
     num_classes = config.data.num_classes
 
     def model_factory() -> keras.Model:
+        architecture = {} if config.model.hidden_units is None else {
+            "hidden_units": config.model.hidden_units}
+        if config.model.dropout:
+            architecture["dropout"] = config.model.dropout
         return build_model(config.model.model, input_shape, num_classes, feature_mean=feature_mean,
-                           feature_variance=feature_variance)
+                           feature_variance=feature_variance, **architecture)
 
     steps_per_epoch = math.ceil(num_examples / training.batch_size) or None
     progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity,
@@ -252,7 +265,7 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
                               target_recall=config.recall.target_recall, evaluated_on=evaluated_on)
     # The progress line comes last: it shows the weights the controller set this epoch.
     return Trainer(
-        model=model_factory, optimizer=lambda: keras.optimizers.Adam(training.learning_rate),
+        model=model_factory, optimizer=lambda: make_optimizer(training),
         loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
         steps_per_loop=training.steps_per_loop, model_dir=model_dir,
         callbacks=[*callbacks, progress], skip_nonfinite_steps=training.skip_nonfinite_steps,

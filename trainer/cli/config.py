@@ -27,7 +27,7 @@ from trainer.cli.fingerprint import DATA_NAMES
 from trainer.data.csv_source import ColumnOptions
 from trainer.data.labels import canonical_label, class_index, describe_classes, is_int_label
 from trainer.data.schema import DEFAULT_MAX_VOCABULARY, DEFAULT_MIN_CATEGORY_COUNT, DEFAULT_MISSING_VALUES
-from trainer.models import pick_model_name
+from trainer.models import DEFAULT_HIDDEN_UNITS, pick_model_name
 
 FLAGS = flags.FLAGS
 
@@ -86,9 +86,18 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The architecture (`trainer.cli.flag_groups.model`); None until `RunConfig.with_data` picks one."""
+    """The architecture (`trainer.cli.flag_groups.model`).
+
+    Attributes:
+      model: None until `RunConfig.with_data` picks one.
+      hidden_units: The MLP's hidden widths; None when not given, until `with_data`
+        resolves an MLP's to `DEFAULT_HIDDEN_UNITS` (a CNN refuses a given value).
+      dropout: Dropout rate after each hidden layer.
+    """
 
     model: Optional[str]
+    hidden_units: Optional[Tuple[int, ...]] = None
+    dropout: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +225,7 @@ class TrainingConfig:
     deterministic: bool
     skip_nonfinite_steps: bool
     jit_compile: str = "auto"
+    weight_decay: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,7 +381,7 @@ class RunConfig:
         folds = choose_decision_folds(self.recall, held_out_class_counts).folds
         return dataclasses.replace(
             self, data=dataclasses.replace(self.data, num_classes=num_classes),
-            model=ModelConfig(self.model.model or pick_model_name(input_shape)),
+            model=_model_for(self.model, pick_model_name(input_shape)),
             recall=dataclasses.replace(self.recall, decision_folds=folds))
 
 
@@ -397,6 +407,36 @@ def _class_weights(values: Optional[list]) -> Optional[Tuple[float, ...]]:
     except ValueError as error:
         raise UsageError(f"--class_weights must be comma-separated numbers, got "
                          f"{','.join(values)!r}.") from error
+
+
+def _hidden_units(values: Optional[Sequence[str]], given: bool) -> Optional[Tuple[int, ...]]:
+    """`--hidden_units` as widths (None when not given: the model's default).
+
+    Raises:
+      ArgumentError: naming `--hidden_units` and every value that is no positive integer.
+    """
+    if not given or values is None:
+        return None
+    bad = [v for v in values if not v.strip().isdigit() or int(v) <= 0]
+    if bad or not values:
+        raise ArgumentError("--hidden_units", ",".join(values),
+                            "must be comma-separated positive integers (hidden layer widths), e.g. 256,256")
+    return tuple(int(v) for v in values)
+
+
+def _model_for(model: ModelConfig, picked: str) -> ModelConfig:
+    """`model` with its architecture resolved (`picked` when not given).
+
+    Raises:
+      UsageError: `--hidden_units` given for a CNN (it has no such layers).
+    """
+    name = model.model or picked
+    if name == "cnn" and model.hidden_units is not None:
+        how = "--model=cnn" if model.model else "the image inputs (the CNN is picked for them)"
+        raise UsageError(f"--hidden_units={_show(model.hidden_units)} sets the MLP's hidden layers, and "
+                         f"{how} train a CNN, which has none: drop --hidden_units, or pass --model=mlp.")
+    hidden_units = model.hidden_units or (DEFAULT_HIDDEN_UNITS if name == "mlp" else None)
+    return dataclasses.replace(model, model=name, hidden_units=hidden_units)
 
 
 def _class_flag(value: Optional[str]) -> Optional[Union[int, str, Tuple[Union[int, str], ...]]]:
@@ -486,7 +526,9 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             max_vocabulary=f.max_vocabulary, min_category_count=f.min_category_count,
             class_names=None if f.class_names is None else tuple(f.class_names),
             channels_first=f.channels_first),
-        model=ModelConfig(model=f.model),
+        model=ModelConfig(model=f.model,
+                          hidden_units=_hidden_units(f["hidden_units"].value, f["hidden_units"].present),
+                          dropout=f.dropout),
         loss=LossConfig(
             loss=resolve_loss(f.loss, f.reweighting, f.drw_rule), reweighting=f.reweighting,
             class_weights=_class_weights(f.class_weights),
@@ -505,7 +547,8 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
         training=TrainingConfig(
             epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
             steps_per_loop=f.steps_per_loop, seed=f.seed, deterministic=f.deterministic,
-            skip_nonfinite_steps=f.skip_nonfinite_steps, jit_compile=f.jit_compile),
+            skip_nonfinite_steps=f.skip_nonfinite_steps, jit_compile=f.jit_compile,
+            weight_decay=f.weight_decay),
         distribution=DistributionConfig(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices,
                                         tpu=f.tpu),
         output=OutputConfig(model_dir=f.model_dir, export_dir=f.export_dir,
@@ -562,6 +605,7 @@ def check(config: RunConfig, *, explicit_calibrate: Optional[bool] = None) -> No
     _check_loss(config.loss, config.recall)
     _check_recall(config, explicit_calibrate)
     _check_training(config.training)
+    check_number(config.model.dropout, "--dropout", minimum=0.0, maximum=1.0, exclusive_maximum=True)
     _check_distribution(config.distribution)
     _check_allowed_changes(config)
 
@@ -665,6 +709,7 @@ def _check_training(training: TrainingConfig) -> None:
     for name in ("epochs", "batch_size", "steps_per_loop"):
         check_positive_integer(getattr(training, name), f"--{name}")
     check_positive(training.learning_rate, "--learning_rate")
+    check_number(training.weight_decay, "--weight_decay", minimum=0.0)
     check_integer(training.seed, "--seed", minimum=0, maximum=2**32 - 1)
 
 

@@ -61,6 +61,9 @@ SETTINGS = (
     Setting("validation_split"),
     Setting("test_split", lambda c: ":" in c.data.dataset and c.data.eval_dataset is None),
     Setting("model"),
+    Setting("hidden_units", lambda c: c.model.model == "mlp"),
+    Setting("dropout"),
+    Setting("weight_decay"),
     Setting("epochs"),
     Setting("batch_size"),
     Setting("learning_rate"),
@@ -161,6 +164,8 @@ def session_values(config: RunConfig, class_names: Sequence[str], rule: Any = No
     values["decision"] = decision_kind(config)
     values["target_class"] = _class_value(config.recall.target_class, class_names)
     values["monitor"] = config.recall.monitor_key[len("val_"):]
+    if values.get("hidden_units") is not None:
+        values["hidden_units"] = ",".join(map(str, values["hidden_units"]))
     cost = values.get("cost_matrix")
     if cost is not None:
         values["cost_matrix"] = getattr(cost, "path", str(cost))

@@ -11,3 +11,11 @@ TITLE = "Model"
 
 flags.DEFINE_enum("model", None, list(MODEL_NAMES),
                   "Model; default 'cnn' for image inputs and 'mlp' for feature vectors.")
+flags.DEFINE_list("hidden_units", None,
+                  "Widths of the MLP's hidden ReLU layers, comma-separated; default 256,256. "
+                  "Categorical columns reach the first layer one-hot, so its rows for them act as "
+                  "a learned embedding of each category. Refused for the CNN.")
+flags.DEFINE_float("dropout", 0.0,
+                   "Dropout rate after each hidden layer of the MLP (after the dense layer of the "
+                   "CNN), in [0, 1). Dropout acts on activations, not on the loss, so a reweighting "
+                   "rule's per-class scale leaves its strength unchanged.")

@@ -1,4 +1,4 @@
-"""Flags of training: epochs, batches, the optimiser, seeds, a non-finite step, XLA on the step.
+"""Flags of training: epochs, batches, the optimiser (and weight decay), seeds, NaN steps, XLA.
 
 Each flag is a field of `trainer.cli.config.TrainingConfig`.
 """
@@ -12,6 +12,10 @@ flags.DEFINE_integer("epochs", 10,
                      "value continues a finished run).")
 flags.DEFINE_integer("batch_size", 256, "Global batch size (split across replicas).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("weight_decay", 0.0,
+                   "Decoupled weight decay (AdamW; Loshchilov & Hutter 2019) of the kernels, biases "
+                   "excluded; 0 is plain Adam. Unlike an L2 term in the loss, its pull does not grow "
+                   "or shrink with the class weights a reweighting rule puts on the loss.")
 flags.DEFINE_integer("steps_per_loop", 100, "Training steps per compiled call.")
 flags.DEFINE_integer("seed", 0, "Seed of data shuffling and weight initialisation.")
 flags.DEFINE_bool("deterministic", False,

@@ -80,7 +80,8 @@ def test_weight_decay_is_decoupled_and_spares_biases(parse):
 def test_weight_decay_trains_from_the_cli(configure):
     config, bundle = configure("--weight_decay=0.05", "--hidden_units=8")
     model, optimizer = _built_model(config, bundle)
-    assert isinstance(optimizer, keras.optimizers.AdamW) and float(optimizer.weight_decay) == pytest.approx(0.05)
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert float(optimizer.weight_decay) == pytest.approx(0.05)
     assert int(optimizer.iterations.numpy()) == 3  # ceil(72 training rows / 32)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from trainer.atomic_files import atomic_write
 from trainer.checks import ArgumentError, check_integer, check_positive_integer
 from trainer.determinism import MAX_SEED, seed_everything
 from trainer.json_files import read_json, write_json_atomically
@@ -263,18 +264,9 @@ def _save_finished(directory: str, signature: str, epochs: int, held_out: np.nda
                    logits: np.ndarray, labels: np.ndarray) -> str:
     """Writes a fold's out-of-fold logits through a temporary file and a rename; returns the path."""
     path = os.path.join(directory, OUT_OF_FOLD_FILENAME)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "wb") as stream:
-            np.savez(stream, format=np.int64(FORMAT), signature=np.str_(signature),
-                     epochs=np.int64(epochs), indices=held_out, logits=logits, labels=labels)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_write(path, "wb", durable=True) as stream:
+        np.savez(stream, format=np.int64(FORMAT), signature=np.str_(signature),
+                 epochs=np.int64(epochs), indices=held_out, logits=logits, labels=labels)
     return path
 
 

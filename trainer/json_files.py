@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import numpy as np
+
+from trainer.atomic_files import atomic_write
 
 
 def to_jsonable(value: Any) -> Any:
@@ -55,17 +56,8 @@ def write_json_atomically(path: str, payload: Any) -> str:
     Raises:
       TypeError: when `payload` holds a value JSON cannot represent.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w") as stream:
-            json.dump(to_jsonable(payload), stream, indent=2, allow_nan=False)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_write(path) as stream:
+        json.dump(to_jsonable(payload), stream, indent=2, allow_nan=False)
     return path
 
 

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from trainer.atomic_files import atomic_write
+
 from . import splits
 
 
@@ -221,9 +223,5 @@ def store_cached(cache_dir: Optional[str], key: Dict[str, Any], summary: StreamS
     """Writes the summary for `key` as JSON under `cache_dir` (atomically); no-op without one."""
     if not cache_dir:
         return
-    os.makedirs(cache_dir, exist_ok=True)
-    path = _cache_path(cache_dir, key)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"key": key, "summary": summary.to_json()}, f, indent=1)
-    os.replace(tmp, path)
+    with atomic_write(_cache_path(cache_dir, key)) as stream:
+        json.dump({"key": key, "summary": summary.to_json()}, stream, indent=1)

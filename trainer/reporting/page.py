@@ -10,12 +10,12 @@ import base64
 import dataclasses
 import datetime
 import html
-import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from trainer.atomic_files import atomic_write
 from trainer.checks import ArgumentError
 from trainer.decisions import expected_calibration_error
 from trainer.decisions.calibration import ECE_BINS
@@ -317,10 +317,6 @@ def write_report(path: str, inputs: ReportInputs) -> Tuple[str, float]:
     """Renders `inputs` and writes the page to `path` (atomically); returns `(path, seconds taken)`."""
     start = time.perf_counter()
     page = render(inputs)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as stream:
+    with atomic_write(path) as stream:
         stream.write(page)
-    os.replace(temporary, path)
     return path, time.perf_counter() - start

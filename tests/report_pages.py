@@ -92,3 +92,34 @@ def check_figures(page: ReportPage, *, minimum: int) -> None:
         pixels = png_pixels(image["png"])
         assert pixels.shape[:2] == (height, width)
         assert float(pixels[..., :3].std()) > 0.05, f"{image['alt']} looks blank"
+
+
+def sample_report_inputs(num_classes: int = 4, rows: int = 1200, seed: int = 0, names=None,
+                         history: bool = True):
+    """`trainer.reporting.page.ReportInputs` of known random logits: a threshold decision, a calibration,
+    a target class and five epochs of history (as `test_report_page._inputs` builds them).
+    """
+    from trainer.reporting import curves
+    from trainer.reporting.history import EpochHistory
+    from trainer.reporting.page import ReportInputs
+
+    rng = np.random.default_rng(seed)
+    prior = np.linspace(2.0, 0.4, num_classes) ** 2
+    labels = rng.choice(num_classes, size=rows, p=prior / prior.sum())
+    labels[:num_classes] = np.arange(num_classes)
+    logits = rng.normal(size=(rows, num_classes))
+    logits[np.arange(rows), labels] += 1.5
+    target = num_classes - 1
+    predictions = logits.argmax(axis=1)
+    predictions[curves.softmax(logits)[:, target] > 0.3] = target  # a threshold on the target class
+    epochs = np.arange(1, 6)
+    series = {metric: {k: np.c_[epochs, rng.random(5)] for k in range(num_classes)}
+              for metric in ("recall", "precision", "class_weight")}
+    return ReportInputs(
+        heading="Training report", model_dir="/runs/x", dataset="synthetic",
+        class_names=names or [f"class {k}" for k in range(num_classes)], labels=labels, logits=logits,
+        predictions=predictions, measured_on="the eval split (1,200 rows: test)",
+        decision="threshold 0.3 on the probability of the last class",
+        probabilities=curves.softmax(logits / 1.5), calibration_note="temperature 1.5", target_class=target,
+        target_recall=0.8, history=EpochHistory(series, "/runs/x") if history else None,
+        history_note="the validation split (300 rows)")

@@ -267,8 +267,8 @@ def history_png(series: Mapping[int, np.ndarray], class_names: Sequence[str], cl
         axes.plot(rows[:, 0], rows[:, 1], marker="o" if len(rows) <= 30 else None, markersize=3,
                   linewidth=2.6 if thick else 1.4, color=palette(index % palette.N),
                   label=class_label(int(k), class_names) + (" (target)" if thick else ""))
-    if target_value is not None:
-        axes.axhline(target_value, color="tab:red", linestyle="--", linewidth=1.2,
+    if target_value is not None:  # black: tab10 and tab20 give classes red, the target line must differ
+        axes.axhline(target_value, color="black", linestyle="--", linewidth=1.2,
                      label=f"target {target_value:g}")
     if log_scale:
         axes.set_yscale("log")

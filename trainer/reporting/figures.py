@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from trainer.reporting import curves
 
@@ -26,10 +28,24 @@ def short_name(name: str, limit: int = _NAME_CHARS) -> str:
     return name if len(name) <= limit else name[:limit - 1] + "\u2026"
 
 
+def _redundant_name(k: int, name: str) -> bool:
+    """Whether `name` only repeats the index: `'3'` or `'class 3'` for class 3."""
+    return name.strip().lower() in (str(k), f"class {k}")
+
+
 def class_label(k: int, class_names: Sequence[str]) -> str:
-    """`'name'`, or `'k name'` when the name is not the index itself."""
+    """`'name'` when it only repeats the index (`'3'`, `'class 3'`), else `'k name'` (cut)."""
     name = str(class_names[k])
-    return name if name == str(k) else f"{k} {short_name(name)}"
+    return name if _redundant_name(k, name) else f"{k} {short_name(name)}"
+
+
+def class_words(k: int, class_names: Sequence[str], limit: Optional[int] = None) -> str:
+    """`'class k'` in sentences, with the name in brackets (cut to `limit` characters) unless it only
+    repeats the index (`'3'`, `'class 3'`)."""
+    name = str(class_names[k]) if k < len(class_names) else str(k)
+    if _redundant_name(k, name):
+        return f"class {k}"
+    return f"class {k} ({name if limit is None else short_name(name, limit)})"
 
 
 def _png(figure: Figure) -> bytes:
@@ -136,9 +152,11 @@ def pr_curves_png(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[
       target_recall: The target recall (a vertical line), or None.
     """
     labels = np.asarray(labels, np.int64)
-    columns = min(4, len(classes))
+    # At most 3 columns (2 x 2 for 4): 9.2 in at most, so the figure fits the page at its natural
+    # size and still fits a narrow window shrunk by no more than the page allows (page.MIN_SCALE).
+    columns = 2 if len(classes) == 4 else min(3, len(classes))
     rows = -(-len(classes) // columns)
-    figure = Figure(figsize=(0.8 + 2.9 * columns, 0.9 + 2.6 * rows))
+    figure = Figure(figsize=(0.8 + 2.8 * columns, 0.9 + 2.6 * rows))
     _margins(figure, left=0.6, right=0.15, top=0.75, bottom=0.5, wspace=0.08, hspace=0.3)
     panels = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
     for panel in panels.flat[len(classes):]:
@@ -178,12 +196,38 @@ def pr_curves_png(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[
     for row in range(rows):  # the last visible panel of a column shows the recall axis
         for column in range(columns):
             below = row + 1 < rows and (row + 1) * columns + column < len(classes)
-            panels[row, column].tick_params(labelbottom=not below, labelsize=8)
+            panels[row, column].tick_params(labelbottom=not below, labelsize=9)
             if not below and row * columns + column < len(classes):
                 panels[row, column].set_xlabel("recall", fontsize=9)
-    figure.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), fontsize=9,
+    width, height = figure.get_size_inches()
+    legend_columns = _legend_columns(figure, list(handles), width - 0.3, fontsize=9)
+    extra = 0.22 * (-(-len(handles) // legend_columns) - 1)  # inches for each further row of the legend
+    if extra:
+        figure.set_size_inches(width, height + extra)
+        _margins(figure, left=0.6, right=0.15, top=0.75 + extra, bottom=0.5, wspace=0.08, hspace=0.3)
+    figure.legend(list(handles.values()), list(handles), loc="upper center", ncol=legend_columns, fontsize=9,
                   frameon=False)
     return _png(figure)
+
+
+def _legend_columns(figure: Figure, labels: Sequence[str], width: float, *, fontsize: float) -> int:
+    """The most legend columns whose labels fit in `width` inches (matplotlib fills column by column),
+    the labels measured by the figure's renderer (no draw). A figure's legend of `n` labels in `c`
+    columns has `ceil(n / c)` rows."""
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    font = FontProperties(size=fontsize)
+    text = [renderer.get_text_width_height_descent(label, font, ismath=False)[0] / figure.dpi
+            for label in labels]
+    em = fontsize / 72
+    for columns in range(len(labels), 1, -1):
+        rows, longer = divmod(len(labels), columns)  # as matplotlib: the first `longer` columns get one more
+        sizes = [rows + 1] * longer + [rows] * (columns - longer)
+        starts = np.cumsum([0] + sizes[:-1])
+        # Each column: handle (2 em), pad (0.8 em), its widest label; 2 em between columns.
+        widths = [max(text[start:start + size]) + 2.8 * em for start, size in zip(starts, sizes)]
+        if sum(widths) + 2.0 * em * (columns - 1) <= width:
+            return columns
+    return 1
 
 
 def _finite(value: float) -> float:
@@ -205,7 +249,7 @@ def reliability_png(panels: Sequence[Tuple[str, Sequence[Tuple[str, np.ndarray, 
         each labelled series is one line (e.g. calibrated and uncalibrated).
       bins: Equal-width bins on [0, 1].
     """
-    width, height = 0.3 + 5.0 * len(panels), 5.2
+    width, height = 0.3 + 4.4 * len(panels), 5.2
     figure = Figure(figsize=(width, height))
     grid = figure.add_gridspec(2, len(panels), height_ratios=(3, 1), left=0.8 / width, right=1 - 0.2 / width,
                                top=1 - 0.35 / height, bottom=0.55 / height, wspace=0.25, hspace=0.08)
@@ -222,8 +266,8 @@ def reliability_png(panels: Sequence[Tuple[str, Sequence[Tuple[str, np.ndarray, 
                      color=colour, label=label)
             left = binned.edges[:-1] + (number + 0.25) * width
             bottom.bar(left, binned.counts, width=width, align="edge", color=colour, alpha=0.8)
-        top.set_xlim(0, 1)
-        top.set_ylim(0, 1)
+        top.set_xlim(-0.02, 1.02)  # room for points at 0 and 1, as the other figures
+        top.set_ylim(-0.02, 1.03)
         top.set_title(title, fontsize=10)
         top.set_ylabel("observed frequency")
         top.grid(alpha=0.3)
@@ -272,6 +316,7 @@ def history_png(series: Mapping[int, np.ndarray], class_names: Sequence[str], cl
                      label=f"target {target_value:g}")
     if log_scale:
         axes.set_yscale("log")
+        _plain_log_ticks(axes, [series[int(k)][:, 1] for k in classes])
     elif unit_range:
         axes.set_ylim(-0.02, 1.03)
     axes.set_xlabel("epoch")
@@ -281,3 +326,14 @@ def history_png(series: Mapping[int, np.ndarray], class_names: Sequence[str], cl
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=legend_columns)
     return _png(figure)
+
+
+def _plain_log_ticks(axes, values: Sequence[np.ndarray]) -> None:
+    """A log y axis labelled in plain numbers: 1, 2 and 5 of each power of ten (1 only past 3 decades)."""
+    positive = np.concatenate([np.asarray(v, np.float64).ravel() for v in values])
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    decades = np.log10(positive.max() / positive.min()) if positive.size else 0.0
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,),
+                                            numticks=30))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(NullFormatter())

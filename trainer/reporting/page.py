@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import datetime
 import html
+import struct
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -29,6 +30,9 @@ MAX_MATRIX_CLASSES = 30
 MAX_PR_CLASSES = 12
 PR_SUBSET = 8
 MAX_HISTORY_CLASSES = 10
+# A figure shrinks with a narrow window down to this share of its natural width (its text stays legible);
+# narrower still, it scrolls sideways in its own box, as a wide table does, never the page.
+MIN_SCALE = 0.8
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -40,7 +44,9 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }
 th { background: #f0f3f7; } td.name, th.name { text-align: left; }
 tr.worst td { background: #fdecea; } tr.target td { font-weight: 600; }
-figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.scroll { overflow-x: auto; }
+figure { margin: 1em 0; }
+figure img { display: block; box-sizing: border-box; max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 0.92em; margin-top: 0.3em; }
 .note { color: #555; font-style: italic; }
 """
@@ -126,12 +132,26 @@ class ReportInputs:
 
 
 def _img(png: bytes, alt: str) -> str:
+    """The PNG embedded at its natural size, shrinking to fit its box down to `MIN_SCALE` of it."""
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk's first fields
     data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return (f'<img alt="{html.escape(alt)}" width="{width}" height="{height}" '
+            f'style="min-width: {round(MIN_SCALE * width)}px" src="data:image/png;base64,{data}">')
 
 
 def _figure(png: bytes, alt: str, caption: str) -> str:
-    return f"<figure>{_img(png, alt)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    return (f"<figure><div class='scroll'>{_img(png, alt)}</div>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(rows: str) -> str:
+    """A table in a box that scrolls sideways when the window is narrower than the table."""
+    return f"<div class='scroll'><table>{rows}</table></div>"
+
+
+def _names_are_indices(class_names: Sequence[str]) -> bool:
+    """Whether every class's name is its index (`'0'`, `'1'`, ...): an index column would repeat it."""
+    return all(str(name) == str(k) for k, name in enumerate(class_names))
 
 
 def _number(value: float, digits: int = 4) -> str:
@@ -146,27 +166,30 @@ def _summary(served: Dict, argmax: Dict, same: bool) -> str:
     body = "".join(f"<tr><td class='name'>{name}</td>"
                    + "".join(f"<td>{_number(metrics[key])}</td>" for key, _ in keys) + "</tr>"
                    for name, metrics in rows)
-    return f"<table>{head}{body}</table>"
+    return _table(head + body)
 
 
 def _per_class_table(served: Dict, argmax: Dict, same: bool, class_names: Sequence[str],
                      target_class: Optional[int]) -> str:
     recall = np.asarray(served["recall"], np.float64)
     worst = int(np.nanargmin(recall)) if np.any(np.isfinite(recall)) else None
-    head = ("<tr><th>#</th><th class='name'>class</th><th>support</th><th>precision</th><th>recall</th>"
-            "<th>F1</th>" + ("" if same else "<th>argmax precision</th><th>argmax recall</th>") + "</tr>")
+    index_column = not _names_are_indices(class_names)  # else the names are the indices
+    head = ("<tr>" + ("<th>#</th>" if index_column else "") + "<th class='name'>class</th><th>support</th>"
+            "<th>precision</th><th>recall</th><th>F1</th>"
+            + ("" if same else "<th>argmax precision</th><th>argmax recall</th>") + "</tr>")
     rows = []
     for k, name in enumerate(class_names):
         classes = [c for c, on in (("worst", k == worst), ("target", k == target_class)) if on]
         marks = "".join(f" ({c})" for c in classes)
-        cells = [str(k), html.escape(str(name)) + marks, str(int(served["support"][k])),
-                 _number(served["precision"][k]), _number(recall[k]), _number(served["f1"][k])]
+        cells = [str(int(served["support"][k])), _number(served["precision"][k]), _number(recall[k]),
+                 _number(served["f1"][k])]
         if not same:
             cells += [_number(argmax["precision"][k]), _number(argmax["recall"][k])]
-        tds = "".join(f"<td class='name'>{cell}</td>" if i == 1 else f"<td>{cell}</td>"
-                      for i, cell in enumerate(cells))
+        tds = ((f"<td>{k}</td>" if index_column else "")
+               + f"<td class='name'>{html.escape(str(name)) + marks}</td>"
+               + "".join(f"<td>{cell}</td>" for cell in cells))
         rows.append(f"<tr class='{' '.join(classes)}'>{tds}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    return _table(head + "".join(rows))
 
 
 def _subset_sentence(chosen: np.ndarray, total: int, what: str) -> str:
@@ -209,7 +232,7 @@ def _history_section(inputs: ReportInputs, recall: np.ndarray) -> str:
         caption = (f"Per-class {ylabel} over the epochs, read from the run's TensorBoard event files in "
                    f"{history.model_dir}: {where}."
                    + _subset_sentence(chosen, k, "the target class and those"))
-        parts.append(f"<h3>{html.escape(ylabel.split(' (')[0])} per class over the epochs</h3>"
+        parts.append(f"<h3>{html.escape(ylabel.split(' (')[0].capitalize())} per class over the epochs</h3>"
                      + _figure(png, f"{metric} per class over the epochs", caption))
     return "".join(parts)
 
@@ -232,8 +255,8 @@ def render(inputs: ReportInputs) -> str:
     facts: List[Tuple[str, str]] = [("run", inputs.model_dir), ("dataset", inputs.dataset),
                                     ("figures measured on", measured), ("served decision", inputs.decision)]
     if inputs.target_class is not None and inputs.target_recall is not None:
-        facts.append(("target", f"recall {inputs.target_recall:g} on class "
-                                f"{figures.class_label(inputs.target_class, names)}"))
+        facts.append(("target", f"recall {inputs.target_recall:g} on "
+                                f"{figures.class_words(inputs.target_class, names)}"))
     if inputs.calibration_note:
         facts.append(("calibration", inputs.calibration_note))
     facts += list(inputs.facts)
@@ -289,7 +312,7 @@ def _reliability(inputs: ReportInputs, softmax: np.ndarray, recall: np.ndarray) 
     focus = inputs.target_class
     if focus is None:
         focus = int(np.nanargmin(recall)) if np.any(np.isfinite(recall)) else 0
-    focus_name = figures.class_label(focus, inputs.class_names)
+    focus_name = figures.class_words(focus, inputs.class_names, limit=18)  # a panel title
     series: Dict[str, list] = {"top": [], "focus": []}
     ece_lines = []
     for label, probabilities in ((("calibrated", calibrated), ("uncalibrated softmax", softmax))
@@ -302,7 +325,7 @@ def _reliability(inputs: ReportInputs, softmax: np.ndarray, recall: np.ndarray) 
         ece_lines.append(f"top-label ECE {ece['ece']:.4f} {label}")
     png = figures.reliability_png(
         [("top label: confidence vs accuracy", series["top"]),
-         (f"class {focus_name}: p(class) vs frequency", series["focus"])], bins=ECE_BINS)
+         (f"{focus_name}: p(class) vs frequency", series["focus"])], bins=ECE_BINS)
     why = "the target class" if inputs.target_class is not None else "the class of lowest recall"
     caption = (f"On {inputs.measured_on}; {ECE_BINS} equal-width bins (as metrics.json's ECE). Left: the "
                f"largest probability against how often that class is the label. Right: {why}, one-vs-rest. "

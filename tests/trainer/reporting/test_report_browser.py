@@ -45,9 +45,10 @@ pytestmark = pytest.mark.skipif(
 _LAYOUT = """
 Promise.all(Array.from(document.images, image => image.decode().catch(() => null))).then(() => ({
   images: Array.from(document.images, image => {
-    const box = image.getBoundingClientRect();
+    const box = image.getBoundingClientRect(), frame = image.parentElement.getBoundingClientRect();
     return {alt: image.alt, complete: image.complete, width: image.naturalWidth,
-            height: image.naturalHeight, box: [box.left + scrollX, box.top + scrollY, box.width, box.height]};
+            height: image.naturalHeight, box: [box.left + scrollX, box.top + scrollY, box.width, box.height],
+            frame: [frame.left + scrollX, frame.top + scrollY, frame.width, frame.height]};
   }),
   scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
   height: document.documentElement.scrollHeight}))
@@ -64,8 +65,8 @@ class Visit:
     Attributes:
       width: The viewport's CSS width (device scale 1).
       screenshot: PNG of the whole page (up to `MAX_SCREENSHOT_HEIGHT`).
-      layout: `_LAYOUT`'s result: `images` (alt, complete, natural width and height, box), `scrollWidth`,
-        `clientWidth`, `height`.
+      layout: `_LAYOUT`'s result: `images` (alt, complete, natural width and height, box, and `frame`: the
+        box of the element holding it, which clips it), `scrollWidth`, `clientWidth`, `height`.
       console: `(level, text)` of every console message, uncaught exception and browser log entry.
     """
 
@@ -254,13 +255,15 @@ def test_the_report_paints_every_figure_where_laid_out_with_a_clean_console(tmp_
     assert len(embedded) == 6
 
     start = time.perf_counter()
-    visits = visit_page(path, widths=(1280, 800))
-    print(f"two visits in headless Chromium: {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    visits = visit_page(path, widths=(1280, 800, 600))
+    print(f"three visits in headless Chromium: {time.perf_counter() - start:.1f}s", file=sys.stderr)
     _keep(visits, "report")
+    clipped = set()
     for visit in visits:
         assert not visit.errors, (visit.width, visit.console)
         layout = visit.layout
-        # Nothing wider than the window (the figures shrink to fit, the tables fit).
+        # Nothing wider than the window: the figures shrink to fit down to page.MIN_SCALE, and past
+        # that a figure (or a table) scrolls sideways inside its own box, not the page.
         assert layout["scrollWidth"] <= layout["clientWidth"] == visit.width, (visit.width, layout)
         shot_width, shot_height = png_size(visit.screenshot)
         assert (shot_width, shot_height) == (visit.width, min(layout["height"], MAX_SCREENSHOT_HEIGHT))
@@ -272,13 +275,27 @@ def test_the_report_paints_every_figure_where_laid_out_with_a_clean_console(tmp_
         for shown, image in zip(layout["images"], embedded):
             assert shown["complete"] and (shown["width"], shown["height"]) == png_size(image["png"]), shown
             left, top, width, height = shown["box"]
-            assert 0 <= left and left + width <= visit.width and width > 200, (visit.width, shown)
+            frame_left, _, frame_width, _ = shown["frame"]
+            assert 0 <= frame_left and frame_left + frame_width <= visit.width, (visit.width, shown)
+            # At its natural size, or shrunk to its box but never below page.MIN_SCALE (its text legible).
+            scale = width / shown["width"]
+            assert page.MIN_SCALE - 0.01 <= scale <= 1.0 + 1e-6, (visit.width, shown, scale)
+            assert width == pytest.approx(min(shown["width"], max(frame_width, page.MIN_SCALE * shown[
+                "width"])), abs=1.5), (visit.width, shown)
+            # What its box shows: all of it, or its left part when wider than the box (scrolled to 0).
+            visible = min(left + width, frame_left + frame_width) - left
+            if visible < width - 1:
+                clipped.add(visit.width)
             # Inside its 1 px border; the figure may be drawn smaller than its PNG (max-width: 100%).
-            painted = shot[round(top) + 1:round(top + height) - 1, round(left) + 1:round(left + width) - 1]
+            painted = shot[round(top) + 1:round(top + height) - 1, round(left) + 1:round(left + visible) - 1]
             assert float(painted.std()) > 0.05, f"{image['alt']} is blank at {visit.width} px"
             # Coarse grids of both agree (0.97 or more measured; other figures of the page: 0.5 at most).
-            match = np.corrcoef(_grid(painted).ravel(), _grid(png_pixels(image["png"])).ravel())[0, 1]
+            pixels = png_pixels(image["png"])
+            pixels = pixels[:, :max(1, round(pixels.shape[1] * min(visible / width, 1.0)))]
+            match = np.corrcoef(_grid(painted).ravel(), _grid(pixels).ravel())[0, 1]
             assert match > 0.9, f"{image['alt']} at {visit.width} px is not the embedded figure ({match:.3f})"
+    # The narrow window did make a figure scroll in its box (the clipped path above ran), the wide not.
+    assert clipped == {600}, clipped
 
 
 def test_the_checks_catch_a_broken_page(tmp_path):

@@ -42,7 +42,8 @@ def _inputs(num_classes=4, rows=1200, seed=0, names=None, history=True, **overri
 def test_the_page_has_every_section_the_table_and_six_figures():
     names = ["cat <b>&", "dog", "bird", "rare fish"]
     inputs = _inputs(names=names)
-    parsed = ReportPage(page.render(inputs))
+    rendered = page.render(inputs)
+    parsed = ReportPage(rendered)
     assert parsed.sections == SECTIONS
     check_figures(parsed, minimum=6)
     assert [image["alt"] for image in parsed.images] == [
@@ -64,8 +65,28 @@ def test_the_page_has_every_section_the_table_and_six_figures():
         assert float(row[4]) == pytest.approx(hits / np.sum(labels == k), abs=5e-5)
         assert float(row[3]) == pytest.approx(hits / np.sum(predictions == k), abs=5e-5)
     assert "(target)" in table[-1][1]
+    assert "recall 0.8 on class 3 (rare fish)" in parsed.text
     # The served decision differs from the argmax here: both are in the summary.
     assert [row[0] for row in parsed.tables[0][1:]] == ["served", "plain argmax"]
+    # Capitalised like the section headings.
+    for heading in ("Recall per class over the epochs", "Precision per class over the epochs",
+                    "Class weight per class over the epochs"):
+        assert f"<h3>{heading}</h3>" in rendered
+
+
+def test_names_that_repeat_the_index_are_not_repeated():
+    # "class 3" names: the target is "class 3", once; the names differ from the indices: both columns.
+    parsed = ReportPage(page.render(_inputs(history=False)))
+    assert "recall 0.8 on class 3" in parsed.text and "class 3 class 3" not in parsed.text
+    assert "class 3 (class 3)" not in parsed.text
+    assert parsed.tables[1][0][:2] == ["#", "class"]
+    # Names that are the indices: one column holds them (with the marks), no "#" column repeating it.
+    parsed = ReportPage(page.render(_inputs(history=False, names=["0", "1", "2", "3"])))
+    table = parsed.tables[1]
+    assert table[0][:5] == ["class", "support", "precision", "recall", "F1"]
+    assert [row[0].split(" (")[0] for row in table[1:]] == ["0", "1", "2", "3"]
+    assert table[-1][0] == "3 (target)" and len(table[-1]) == len(table[0])
+    assert "recall 0.8 on class 3" in parsed.text and "class 3 (3)" not in parsed.text
 
 
 def test_many_classes_draw_a_bounded_subset_and_say_so():

@@ -93,8 +93,18 @@ def describe_mismatch(path: str, objects: Dict[str, Any]) -> str:
         if extra:
             parts.append(f"{len(extra)} variable(s) the checkpoint lacks ({_listing(extra)})")
         if parts:
-            lines.append(f"'{name}' differs: " + "; ".join(parts))
+            lines.append(f"'{name}' differs: " + "; ".join(parts) + _loss_scaling_hint(old, new))
     return "; ".join(lines) + "." if lines else ""
+
+
+def _loss_scaling_hint(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+    """Says so when one side's optimizer has float16 loss scaling and the other's not."""
+    saved, here = (any(key.endswith("/dynamic_scale") for key in side) for side in (old, new))
+    if saved == here:
+        return ""
+    which = "the checkpoint's" if saved else "this run's"
+    return (f" ({which} optimizer alone has float16 loss scaling: the mixed precision policy "
+            f"differs, float16 against float32 or bfloat16)")
 
 
 def _first_line(error: BaseException) -> str:

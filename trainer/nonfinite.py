@@ -3,6 +3,13 @@
 `NonFiniteGuard.apply_gradients` replaces `optimizer.apply_gradients` inside a
 replica's step: the update is applied only when the loss and the global
 gradient norm are finite on every replica, and a skipped step is counted.
+
+With a `keras.optimizers.LossScaleOptimizer` (float16 models) the guard also
+keeps its loss scale: the Trainer multiplies dL/dlogits by the scale and
+divides the gradients by it (`unscale`) before they reach the guard; a step
+whose loss is finite but whose gradients overflowed while the scale was above
+`LOSS_SCALE_FLOOR` is a loss-scale skip (the scale halves, nothing is applied,
+no error), not a non-finite step.
 """
 
 from __future__ import annotations
@@ -12,6 +19,29 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 from absl import logging
+
+# An overflow at a loss scale of 1 or below is not the scaling's doing: the
+# unscaled gradients are not finite, which the guard treats as any non-finite step.
+LOSS_SCALE_FLOOR = 1.0
+
+
+def loss_scaler(optimizer: keras.optimizers.Optimizer) -> Optional[keras.optimizers.LossScaleOptimizer]:
+    """The optimizer if it is a `keras.optimizers.LossScaleOptimizer`, else None."""
+    return optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
+
+
+def unscale(gradients: Sequence[Optional[tf.Tensor]], scale: tf.Tensor) -> list:
+    """The gradients divided by the loss scale (`None` kept, `IndexedSlices` as slices)."""
+    unscaled = []
+    for gradient in gradients:
+        if gradient is None:
+            unscaled.append(None)
+        elif isinstance(gradient, tf.IndexedSlices):
+            unscaled.append(tf.IndexedSlices(gradient.values / tf.cast(scale, gradient.dtype),
+                                             gradient.indices, gradient.dense_shape))
+        else:
+            unscaled.append(gradient / tf.cast(scale, gradient.dtype))
+    return unscaled
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,6 +80,16 @@ class NonFiniteGuard(tf.Module):
     state untouched (Adam's moments and iteration count included), adds one to
     `skipped_steps` and records its step and loss.
 
+    With a `keras.optimizers.LossScaleOptimizer`, `gradients` are the
+    unscaled ones (`unscale`) and the update goes to its inner optimizer; the
+    guard keeps the scale as Keras's `LossScaleOptimizer.apply` does (doubled
+    after `dynamic_growth_steps` applied steps in a row, halved on an
+    overflow), deciding on the all-reduced figures, so all replicas agree. A
+    step with a finite loss whose gradients are not finite while the scale is
+    above `LOSS_SCALE_FLOOR` is an overflow: skipped, counted in
+    `loss_scale_skips`, never an error. A non-finite loss, or an overflow at
+    a scale of 1 or less, is a non-finite step as above (the scale unchanged).
+
     Between compiled calls, `check` either raises `NonFiniteLossError` (the
     default) or logs the steps skipped since the last check
     (`skip=True`). With `skip=False`, `stop_requested()` lets the compiled loop
@@ -72,7 +112,10 @@ class NonFiniteGuard(tf.Module):
         self.last_step = _guard_variable(0, tf.int64, "last_nonfinite_step")
         self.last_loss = _guard_variable(0.0, tf.float32, "last_nonfinite_loss")
         self.last_gradient_norm = _guard_variable(0.0, tf.float32, "last_nonfinite_gradient_norm")
+        self.loss_scale_skips = _guard_variable(0, tf.int64, "loss_scale_skips")
+        self.last_loss_scale = _guard_variable(0.0, tf.float32, "loss_scale_after_last_skip")
         self._logged = 0
+        self._logged_loss_scale_skips = 0
 
     # ------------------------------------------------------------ compiled
 
@@ -100,9 +143,13 @@ class NonFiniteGuard(tf.Module):
         totals = replica.all_reduce(tf.distribute.ReduceOp.SUM, local) if replica else local
         finite = tf.reduce_all(tf.math.is_finite(totals))
         pairs = list(zip(gradients, variables))
+        scaler = loss_scaler(optimizer)
+        # A LossScaleOptimizer's own apply would unscale again: the unscaled gradients go to its inner one.
+        update = optimizer if scaler is None else scaler.inner_optimizer
 
         if replica is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
-            return self._apply_or_skip(finite, totals, step, lambda: optimizer.apply_gradients(pairs))
+            return self._apply_or_skip(finite, totals, step, lambda: update.apply_gradients(pairs),
+                                       scaler)
 
         def cross_replica(strategy, finite, totals, gradients, variables):
             # A cond whose branch calls merge_call (apply_gradients does) is only
@@ -113,15 +160,18 @@ class NonFiniteGuard(tf.Module):
 
             def apply():
                 strategy.extended.call_for_each_replica(
-                    lambda g, v: optimizer.apply_gradients(zip(g, v)), args=(gradients, variables))
+                    lambda g, v: update.apply_gradients(zip(g, v)), args=(gradients, variables))
 
-            return self._apply_or_skip(finite, totals, step, apply)
+            return self._apply_or_skip(finite, totals, step, apply, scaler)
 
         return replica.merge_call(cross_replica, args=(finite, totals, list(gradients), list(variables)))
 
-    def _apply_or_skip(self, finite, totals, step, apply_fn) -> tf.Tensor:
+    def _apply_or_skip(self, finite, totals, step, apply_fn,
+                       scaler: Optional[keras.optimizers.LossScaleOptimizer] = None) -> tf.Tensor:
         def apply():
             apply_fn()
+            if scaler is not None:
+                _grow_loss_scale(scaler)
             return tf.constant(True)
 
         def skip():
@@ -131,7 +181,18 @@ class NonFiniteGuard(tf.Module):
             self.last_gradient_norm.assign(tf.sqrt(totals[1]))
             return tf.constant(False)
 
-        return tf.cond(finite, apply, skip)
+        if scaler is None:
+            return tf.cond(finite, apply, skip)
+
+        def overflow():
+            halved = _halve_loss_scale(scaler)
+            self.loss_scale_skips.assign_add(1)
+            self.last_loss_scale.assign(halved)
+            return tf.constant(False)
+
+        scale = tf.convert_to_tensor(scaler.dynamic_scale)
+        overflowed = tf.logical_and(tf.math.is_finite(totals[0]), scale > LOSS_SCALE_FLOOR)
+        return tf.cond(finite, apply, lambda: tf.cond(overflowed, overflow, skip))
 
     def stop_requested(self):
         """In the compiled loop: True once a step was not finite and `skip` is off."""
@@ -151,6 +212,7 @@ class NonFiniteGuard(tf.Module):
         Raises:
           NonFiniteLossError: When a step was not finite and `skip` is off.
         """
+        self._log_loss_scale_skips()
         count = int(self.skipped_steps.numpy())
         if count == self._logged:
             return
@@ -177,3 +239,33 @@ class NonFiniteGuard(tf.Module):
     def total_skipped(self) -> int:
         """Steps skipped so far (with `skip=True`)."""
         return int(self.skipped_steps.numpy())
+
+    @property
+    def total_loss_scale_skips(self) -> int:
+        """Steps skipped so far because float16 gradients overflowed under loss scaling."""
+        return int(self.loss_scale_skips.numpy())
+
+    def _log_loss_scale_skips(self) -> None:
+        count = int(self.loss_scale_skips.numpy())
+        if count != self._logged_loss_scale_skips:
+            logging.info("Loss scaling: %d step(s) skipped so far because the float16 gradients "
+                         "overflowed (the loss scale was halved each time; now %s).", count,
+                         float(self.last_loss_scale.numpy()))
+            self._logged_loss_scale_skips = count
+
+
+def _grow_loss_scale(scaler: keras.optimizers.LossScaleOptimizer) -> None:
+    """After an applied step: Keras's rule, the scale doubles after `dynamic_growth_steps` in a row."""
+    counter = tf.convert_to_tensor(scaler.step_counter)
+    grow = tf.equal(counter, scaler.dynamic_growth_steps - 1)
+    scale = tf.convert_to_tensor(scaler.dynamic_scale)
+    scaler.step_counter.assign(tf.where(grow, tf.zeros_like(counter), counter + 1))
+    scaler.dynamic_scale.assign(tf.where(grow, scale * 2.0, scale))
+
+
+def _halve_loss_scale(scaler: keras.optimizers.LossScaleOptimizer) -> tf.Tensor:
+    """After an overflow: Keras's rule, the scale halves and the growth count restarts; the new scale."""
+    halved = tf.convert_to_tensor(scaler.dynamic_scale) * 0.5
+    scaler.step_counter.assign(tf.zeros_like(tf.convert_to_tensor(scaler.step_counter)))
+    scaler.dynamic_scale.assign(halved)
+    return halved

@@ -37,7 +37,7 @@ from trainer.jit import (
     xla_scope,
 )
 from trainer.metrics import ConfusionMatrix, flatten_metrics, per_class_metrics
-from trainer.nonfinite import NonFiniteGuard
+from trainer.nonfinite import NonFiniteGuard, loss_scaler, unscale
 from trainer.summaries import SummaryWriters
 from trainer.tasks import MulticlassTask, Task
 
@@ -47,6 +47,17 @@ OptimizerOrFactory = Union[keras.optimizers.Optimizer, Callable[[], keras.optimi
 
 def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(np.asarray(optimizer.learning_rate))
+
+
+def computes_in_float16(model: keras.Model) -> bool:
+    """Whether the model, or any layer in it, computes in float16 (a `mixed_float16` policy)."""
+    pending = [model]
+    while pending:
+        layer = pending.pop()
+        if getattr(layer, "compute_dtype", None) == "float16":
+            return True
+        pending.extend(getattr(layer, "layers", None) or ())
+    return False
 
 
 class Trainer:
@@ -69,6 +80,21 @@ class Trainer:
     with `tape.gradient(logits, variables, output_gradients=...)`, plus the
     gradients of the model's regularisation losses (`model.losses`, divided
     by the replica count inside the tape, so they count once).
+
+    Mixed precision: set the Keras policy (`keras.mixed_precision.set_global_policy(
+    "mixed_float16")` or `"mixed_bfloat16"`) before building the model, and
+    keep its logits layer in float32 (`Dense(..., dtype="float32")`); logits
+    are cast to float32 inside the tape either way. For a model that computes
+    in float16 the optimizer is wrapped in `keras.optimizers.LossScaleOptimizer`
+    (pass one to choose its `initial_scale` and `dynamic_growth_steps`): the
+    output gradients at the logits (the rule's dL/dlogits, and the
+    regularisation's 1) are multiplied by the loss scale, the variables'
+    gradients divided by it before `apply_gradients` (which sees true
+    gradients), and a step whose float16 gradients overflowed is skipped with
+    the scale halved (`NonFiniteGuard`; not a non-finite error). Such a step
+    counts in `global_step` (its batch was read; a resume positions the data
+    by it) but not in `optimizer.iterations`. The scale is part of the
+    optimizer's checkpoint. bfloat16 needs no loss scaling.
 
     Model, optimizer, metrics and rule state are created inside
     `strategy.scope()`, and the optimizer is built before the first trace.
@@ -169,7 +195,7 @@ class Trainer:
 
         with self.strategy.scope():
             self.model = self._resolve_model(model)
-            self.optimizer = self._resolve_optimizer(optimizer)
+            self.optimizer = self._with_loss_scaling(self._resolve_optimizer(optimizer))
             self.num_classes = self.task.check_num_classes(num_classes, self._model_output_width())
             if self.reweighting is not None and not self.reweighting.built:
                 self.reweighting.build(self.num_classes)
@@ -224,6 +250,14 @@ class Trainer:
             raise ValueError(f"optimizer must be a keras.optimizers.Optimizer, "
                              f"got {type(optimizer).__name__}.")
         return optimizer
+
+    def _with_loss_scaling(self, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+        """A float16 model's optimizer wrapped in a `LossScaleOptimizer` (unless it is one)."""
+        if loss_scaler(optimizer) is not None or not computes_in_float16(self.model):
+            return optimizer
+        logging.info("The model computes in float16: dynamic loss scaling "
+                     "(keras.optimizers.LossScaleOptimizer around %s).", type(optimizer).__name__)
+        return keras.optimizers.LossScaleOptimizer(optimizer)
 
     def _model_output_width(self) -> Optional[int]:
         try:
@@ -303,6 +337,7 @@ class Trainer:
 
         Called in a replica context. An override that transforms the
         gradients (clipping, noise) keeps the guard by calling `super()`.
+        Under loss scaling the gradients are already unscaled (true ones).
         """
         return self.nonfinite_guard.apply_gradients(self.optimizer, loss, gradients, variables,
                                                     step=self.global_step)
@@ -385,7 +420,14 @@ class Trainer:
             targets.append(regularization)
             output_gradients.append(tf.ones_like(regularization))
             loss = loss + tf.cast(regularization, loss.dtype)
-        gradients = tape.gradient(targets, variables, output_gradients=output_gradients)
+        scaler = loss_scaler(self.optimizer)
+        if scaler is None:
+            gradients = tape.gradient(targets, variables, output_gradients=output_gradients)
+        else:  # float16: the backward pass runs on scaled gradients, the update sees true ones
+            scale = tf.convert_to_tensor(scaler.dynamic_scale)
+            gradients = unscale(tape.gradient(
+                targets, variables,
+                output_gradients=[g * tf.cast(scale, g.dtype) for g in output_gradients]), scale)
         applied = self.apply_gradients(loss, gradients, variables)
         self.update_metrics(labels, self.task.decision_logits(logits), per_example, applied)
 

@@ -19,13 +19,20 @@ from trainer.metrics import count_confusion_matrix, flatten_metrics, per_class_m
 class EvaluationResult:
     """What one pass over labelled data measured.
 
+    The confusion matrix counts examples; sample weights count only when asked
+    (`from_logits(..., sample_weight=...)`: `weighted`, float sums of weights).
+    The loss is the mean of the per-example losses times their weights, as
+    Keras `evaluate(sample_weight=...)` reports it.
+
     Attributes:
-      confusion_matrix: `[K, K]` counts, rows true class, columns the argmax.
+      confusion_matrix: `[K, K]` counts (weighted: float sums of sample weights), rows true
+        class, columns the argmax.
       loss: Mean per-example loss (NaN when not measured).
       logits: `[N, K]` float32 logits, when they were collected.
       labels: `[N]` int64 labels, when the logits were collected.
       epoch: The 0-based epoch the evaluation closed (None outside `fit`).
       step: The global step at the evaluation (None outside `fit`).
+      weighted: Whether the confusion matrix sums sample weights.
     """
 
     confusion_matrix: np.ndarray
@@ -34,6 +41,7 @@ class EvaluationResult:
     labels: Optional[np.ndarray] = None
     epoch: Optional[int] = None
     step: Optional[int] = None
+    weighted: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -60,12 +68,13 @@ class EvaluationResult:
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, labels: np.ndarray, *, loss: float = float("nan"),
-                    **fields) -> "EvaluationResult":
-        """The result of argmax decisions on collected logits."""
+                    sample_weight: Optional[np.ndarray] = None, **fields) -> "EvaluationResult":
+        """The result of argmax decisions on collected logits (weights counted when given)."""
         logits = np.asarray(logits, np.float32)
         labels = np.asarray(labels, np.int64).reshape(-1)
-        matrix = count_confusion_matrix(labels, logits.argmax(axis=1), logits.shape[1])
-        return cls(confusion_matrix=matrix, loss=float(loss), logits=logits, labels=labels, **fields)
+        matrix = count_confusion_matrix(labels, logits.argmax(axis=1), logits.shape[1], sample_weight)
+        return cls(confusion_matrix=matrix, loss=float(loss), logits=logits, labels=labels,
+                   weighted=sample_weight is not None, **fields)
 
 
 def _features_labels_weights(element) -> Tuple[Any, Optional[Any], Optional[Any]]:
@@ -113,6 +122,35 @@ def collect_outputs(forward: Callable, data: tf.data.Dataset, *, argument: str =
     if not outputs:
         raise ValueError(f"{argument} is empty.")
     return outputs, labels
+
+
+def collect_sample_weights(data: tf.data.Dataset, *, argument: str = "data") -> Optional[np.ndarray]:
+    """The `[N]` float64 sample weights of `(features, labels, sample_weight)` batches, in order.
+
+    One pass over `data` reading only the third component (for weighted
+    metrics next to logits collected in the same, unshuffled, order).
+
+    Returns:
+      The weights, or None when the batches carry none.
+
+    Raises:
+      ValueError: naming `argument` when `data` is empty.
+    """
+    spec = data.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 3:
+        return None
+    parts = [np.reshape(element[2].numpy(), [-1]).astype(np.float64) for element in data]
+    if not parts:
+        raise ValueError(f"{argument} is empty.")
+    return np.concatenate(parts)
+
+
+def weighted_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
+                     sample_weight: Optional[np.ndarray]) -> Dict[str, Any]:
+    """`per_class_metrics` of decisions and their `confusion_matrix`, each cell the sum of its rows'
+    sample weights (counts of rows when `sample_weight` is None)."""
+    matrix = count_confusion_matrix(labels, predictions, num_classes, sample_weight)
+    return {**per_class_metrics(matrix), "confusion_matrix": matrix}
 
 
 class ModelLogits:

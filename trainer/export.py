@@ -4,7 +4,9 @@ The serving signature returns class probabilities (calibrated when a calibration
 the operating point decides (argmax without one), its name, and the scores the rule compared. A model
 trained on a table serves its raw named columns (`serving_default`: numeric columns float32 with NaN
 for missing, categorical columns strings) through the training's `FeatureEncoder`; `serve_features`
-takes the encoded inputs.
+takes the encoded inputs. A one-logit binary model (`BinaryTask`, output width 1) serves the two-class
+logits `[0, z]` and the probabilities `(sigmoid(-z), sigmoid(z))`; its decisions are the same as the
+Trainer's on those logits.
 """
 
 from __future__ import annotations
@@ -41,13 +43,16 @@ class ServingModule(tf.Module):
         change `class_id` (the operating point's, or the argmax).
       schema: A table's column schema: `serve_columns` then takes its raw named
         columns through a `FeatureEncoder`.
+      one_logit: Whether the model returns one logit `z` per example (a binary
+        sigmoid model): the outputs are then those of the two-class logits `[0, z]`.
     """
 
     def __init__(self, model: keras.Model, class_names: Sequence[str],
                  operating_point: OperatingPoint | None = None, calibration: Calibration | None = None,
-                 schema: TabularSchema | None = None):
+                 schema: TabularSchema | None = None, one_logit: bool = False):
         super().__init__(name="serving")
         self.model = model
+        self.one_logit = bool(one_logit)
         self.class_names = tf.constant([str(name) for name in class_names])
         self._point = operating_point
         self._calibrate = None if calibration is None else calibration.apply_tensor
@@ -57,6 +62,12 @@ class ServingModule(tf.Module):
     def serve(self, features: tf.Tensor):
         """Encoded inputs `[N, width]` -> the outputs (see the module doc)."""
         logits = tf.cast(self.model(features, training=False), tf.float32)
+        if self.one_logit:  # `BinaryTask.decision_logits`: [0, z]
+            z = tf.reshape(logits, [-1, 1])
+            logits = tf.concat([tf.zeros_like(z), z], axis=-1)
+            probabilities = tf.concat([tf.sigmoid(-z), tf.sigmoid(z)], axis=-1)
+        else:
+            probabilities = tf.nn.softmax(logits, axis=-1)
         if self._point is None:
             class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
             scores = logits
@@ -64,8 +75,7 @@ class ServingModule(tf.Module):
             class_ids = tf.cast(self._point.decide_tensor(logits), tf.int32)
             scores = self._point.score_tensor(logits)
         return {
-            "probabilities": (tf.nn.softmax(logits, axis=-1) if self._calibrate is None
-                              else self._calibrate(logits)),
+            "probabilities": probabilities if self._calibrate is None else self._calibrate(logits),
             "logits": logits,
             "decision_scores": scores,
             "class_id": class_ids,
@@ -112,16 +122,23 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
         `features`: column, input name, kind, dtype, vocabulary size; and
         `schema`), `serve_features` the encoded inputs.
 
+    A model with one output and two class names is a one-logit binary model
+    (`trainer.tasks.BinaryTask`): it serves `logits` `[0, z]`, `probabilities`
+    `(sigmoid(-z), sigmoid(z))` and the decisions on them (metadata `head`:
+    `sigmoid`; absent for a softmax model).
+
     Returns:
       `export_dir`.
     """
-    if len(class_names) != model.output_shape[-1]:
+    width = model.output_shape[-1]
+    one_logit = width == 1 and len(class_names) == 2
+    if len(class_names) != width and not one_logit:
         raise ValueError(f"class_names has {len(class_names)} names but the model has "
-                         f"{model.output_shape[-1]} outputs.")
+                         f"{width} outputs.")
     if calibration is not None and calibration.num_classes != len(class_names):
         raise ValueError(f"The calibration is for {calibration.num_classes} classes but there are "
                          f"{len(class_names)} class names.")
-    module = ServingModule(model, class_names, operating_point, calibration, schema)
+    module = ServingModule(model, class_names, operating_point, calibration, schema, one_logit)
     features = tf.function(
         module.serve, input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name="features")])
     signatures = {FEATURES_SIGNATURE: features}
@@ -136,6 +153,7 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
             "class_names": [str(n) for n in class_names], "input_shape": list(input_shape),
             "signatures": {SERVING_SIGNATURE: "named columns" if schema is not None else "features",
                            FEATURES_SIGNATURE: "features"},
+            **({"head": "sigmoid"} if one_logit else {}),
             **({} if schema is None else {"features": schema.serving_inputs(),
                                           "schema": schema.to_json()}),
             **(metadata or {}),

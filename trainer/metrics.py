@@ -6,6 +6,7 @@ matrix on the host, so the compiled step only pays for one `bincount`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Optional
 
 import keras
@@ -23,19 +24,27 @@ class ConfusionMatrix(keras.metrics.Metric):
     to 2^31 - 1 examples per cell). Works in plain `model.fit` too (its
     `result()` is the matrix; use `per_class_metrics` to derive the rest).
 
+    Sample weights count only when asked (`weighted=True`): each cell then
+    sums the weights of its examples (float32). An unweighted matrix counts
+    examples, and a `sample_weight` passed to it (as `model.fit` does with
+    `sample_weight=`) is not counted: a warning says so when the step is traced.
+
     Args:
       num_classes: Number of classes.
       name: Metric name.
+      weighted: Whether the cells sum sample weights instead of counting examples.
     """
 
-    def __init__(self, num_classes: int, name: str = "confusion_matrix", **kwargs):
+    def __init__(self, num_classes: int, name: str = "confusion_matrix", *, weighted: bool = False,
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes!r}.")
         self.num_classes = int(num_classes)
+        self.weighted = bool(weighted)
         self.matrix = self.add_variable(
-            shape=(self.num_classes, self.num_classes), initializer="zeros", dtype="int32",
-            name="matrix")
+            shape=(self.num_classes, self.num_classes), initializer="zeros",
+            dtype="float32" if self.weighted else "int32", name="matrix")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
@@ -47,9 +56,18 @@ class ConfusionMatrix(keras.metrics.Metric):
         predictions = tf.reshape(predictions, [-1])
         k = self.num_classes
         cells = labels * k + predictions
+        if sample_weight is not None and not self.weighted:
+            warnings.warn(f"{self.name}: the confusion matrix counts examples and does not count the "
+                          "sample_weight it was given; ConfusionMatrix(weighted=True) sums the weights",
+                          stacklevel=2)
+        if self.weighted:
+            weights = (tf.ones_like(cells, tf.float32) if sample_weight is None
+                       else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        else:
+            weights = tf.zeros([0], tf.int32)
         # A constant size (bincount's min/maxlength compute one from the data), so XLA compiles it.
         counts = tf.raw_ops.DenseBincount(input=cells, size=tf.constant(k * k, tf.int32),
-                                          weights=tf.zeros([0], tf.int32))
+                                          weights=weights)
         self.matrix.assign_add(tf.reshape(counts, [k, k]))
 
     def result(self):
@@ -59,7 +77,7 @@ class ConfusionMatrix(keras.metrics.Metric):
         self.matrix.assign(tf.zeros_like(self.matrix))
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes}
+        return {**super().get_config(), "num_classes": self.num_classes, "weighted": self.weighted}
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -67,11 +85,21 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
 
 
-def count_confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
-                           num_classes: int) -> np.ndarray:
-    """`[K, K]` int64 counts of NumPy labels and predictions, rows true class, columns predicted."""
-    cells = np.asarray(labels, np.int64) * num_classes + np.asarray(predictions, np.int64)
-    return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+def count_confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
+                           sample_weight: Optional[np.ndarray] = None) -> np.ndarray:
+    """`[K, K]` counts of NumPy labels and predictions, rows true class, columns predicted.
+
+    int64 counts of examples; with `sample_weight` (`[N]`), float64 sums of the weights.
+    """
+    cells = np.asarray(labels, np.int64).reshape(-1) * num_classes + \
+        np.asarray(predictions, np.int64).reshape(-1)
+    if sample_weight is None:
+        return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    weights = np.asarray(sample_weight, np.float64).reshape(-1)
+    if weights.shape != cells.shape:
+        raise ValueError(f"sample_weight has {weights.size} values for {cells.size} examples.")
+    return np.bincount(cells, weights=weights,
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def per_class_metrics(confusion_matrix: np.ndarray) -> Dict[str, object]:
@@ -83,14 +111,17 @@ def per_class_metrics(confusion_matrix: np.ndarray) -> Dict[str, object]:
     class is missed entirely).
 
     Args:
-      confusion_matrix: `[K, K]` counts, rows true class, columns predicted.
+      confusion_matrix: `[K, K]` counts, rows true class, columns predicted
+        (or, for weighted metrics, sums of sample weights: a float matrix).
 
     Returns:
-      A dict with `recall`, `precision`, `f1`, `support` (arrays of length K)
-      and the floats `accuracy`, `balanced_accuracy`, `macro_f1`, `min_recall`
-      (NaN when nothing was counted).
+      A dict with `recall`, `precision`, `f1`, `support` (arrays of length K;
+      `support` int64 for a matrix of integer counts, the float row sums of a
+      float one) and the floats `accuracy`, `balanced_accuracy`, `macro_f1`,
+      `min_recall` (NaN when nothing was counted).
     """
-    matrix = np.asarray(confusion_matrix, dtype=np.float64)
+    counts = np.asarray(confusion_matrix)
+    matrix = counts.astype(np.float64)
     true_positives = np.diag(matrix)
     support = matrix.sum(axis=1)
     predicted = matrix.sum(axis=0)
@@ -112,7 +143,7 @@ def per_class_metrics(confusion_matrix: np.ndarray) -> Dict[str, object]:
         "recall": recall,
         "precision": precision,
         "f1": f1,
-        "support": support.astype(np.int64),
+        "support": support.astype(np.int64) if counts.dtype.kind in "iub" else support,
         "accuracy": float(true_positives.sum() / total) if total > 0 else float("nan"),
         "balanced_accuracy": mean_over_supported(recall),
         "macro_f1": mean_over_supported(f1),
@@ -136,6 +167,12 @@ def flatten_metrics(metrics: Dict[str, object], prefix: str = "") -> Dict[str, f
     return logs
 
 
+def _support(value) -> str:
+    """A class's support for a table: a count, or a sum of sample weights (weighted metrics)."""
+    value = float(value)
+    return f"{int(value):d}" if value == int(value) else f"{value:.6g}"
+
+
 def format_per_class_table(metrics: Dict[str, object],
                            class_names: Optional[list] = None) -> str:
     """Renders support, recall, precision and F1 per class as a text table."""
@@ -145,7 +182,7 @@ def format_per_class_table(metrics: Dict[str, object],
     lines = [f"{'class':<{width}}  {'support':>8}  {'recall':>7}  {'precision':>9}  {'f1':>7}"]
     for k, name in enumerate(names):
         lines.append(
-            f"{name:<{width}}  {int(support[k]):>8d}  {metrics['recall'][k]:>7.4f}  "
+            f"{name:<{width}}  {_support(support[k]):>8}  {metrics['recall'][k]:>7.4f}  "
             f"{metrics['precision'][k]:>9.4f}  {metrics['f1'][k]:>7.4f}")
     lines.append(
         f"accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}  "
@@ -183,7 +220,7 @@ def format_decision_table(served: Dict[str, object], argmax: Optional[Dict[str, 
     title = f"Served decision: {decision}" + (f"; measured on {measured_on}" if measured_on else "")
     lines = [title, header]
     for k, name in enumerate(names):
-        line = (f"{name:<{width}}  {int(support[k]):>8d}  {served['recall'][k]:>7.4f}  "
+        line = (f"{name:<{width}}  {_support(support[k]):>8}  {served['recall'][k]:>7.4f}  "
                 f"{served['precision'][k]:>9.4f}  {served['f1'][k]:>7.4f}")
         if beside:
             line += f"  {argmax['recall'][k]:>13.4f}  {argmax['precision'][k]:>16.4f}"

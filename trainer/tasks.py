@@ -3,7 +3,8 @@
 The `Trainer` asks its `Task` everything that depends on the kind of target, so
 the loop never branches on it. `MulticlassTask` (softmax over `K >= 2` logits,
 integer labels `[batch]`) is the default; `BinaryTask` trains a one-logit model
-(sigmoid). Multi-label and per-position tasks implement the same methods.
+(sigmoid; `one_logit_loss` turns a two-class loss into its one-logit form). Multi-label and
+per-position tasks implement the same methods.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from losses.focal import SigmoidFocalCrossentropy
 from trainer.checks import ArgumentError
 
 
@@ -163,3 +165,54 @@ class BinaryTask(Task):
         offsets = tf.cast(offsets, model_logits.dtype)
         return model_logits + (offsets[1] - offsets[0])
 
+
+
+# Losses that take a one-logit model's logit `[batch, 1]` and 0/1 targets as they are.
+_ONE_LOGIT_LOSSES = (keras.losses.BinaryCrossentropy, keras.losses.BinaryFocalCrossentropy,
+                     SigmoidFocalCrossentropy)
+
+
+class OnTwoClassLogits(keras.losses.Loss):
+    """A two-class loss (sparse labels, two logits) applied to a one-logit model's `[0, z]`.
+
+    The softmax of `[0, z]` is `(1 - sigmoid(z), sigmoid(z))`, so a softmax loss on these
+    logits is its binary form: cross-entropy is sigmoid cross-entropy; a logit-adjusted loss
+    shifts `z` by `tau * log(n_1 / n_0)`; a focal loss is the binary focal loss. `BinaryTask`
+    hands it the 0/1 targets `[batch, 1]` and `z` `[batch, 1]`; the wrapped loss sees int32
+    labels `[batch]` and `[batch, 2]` logits. A loss with a `logit_shift()` (the prior shift
+    of the decision logits) keeps it, for the calibration that undoes it.
+
+    Args:
+      loss: A loss of `(labels [batch], logits [batch, 2]) -> [batch]` (a Keras `Loss`, whose
+        unreduced `call` is used, or a callable).
+    """
+
+    def __init__(self, loss: Callable, name: Optional[str] = None):
+        super().__init__(name=name or f"{getattr(loss, 'name', type(loss).__name__)}_on_two_class_logits",
+                         reduction=None)
+        self.loss = loss
+        if hasattr(loss, "logit_shift"):
+            self.logit_shift = loss.logit_shift
+
+    def call(self, y_true, y_pred) -> tf.Tensor:
+        z = tf.reshape(y_pred, [-1, 1])
+        logits = tf.concat([tf.zeros_like(z), z], axis=-1)
+        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        return MulticlassTask().per_example_loss(self.loss, labels, logits)
+
+
+def one_logit_loss(loss: Callable) -> Callable:
+    """The loss a one-logit (`BinaryTask`) model trains with, for a loss of two-class logits.
+
+    Sparse categorical cross-entropy from logits becomes binary cross-entropy from logits
+    (the same values and gradients); a loss already for one logit (`BinaryCrossentropy`,
+    `BinaryFocalCrossentropy`, `losses.SigmoidFocalCrossentropy`: the binary focal loss) is
+    returned as it is; any other loss is applied to the two-class logits `[0, z]`
+    (`OnTwoClassLogits`).
+    """
+    if isinstance(loss, _ONE_LOGIT_LOSSES):
+        return loss
+    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy) and \
+            loss.get_config().get("from_logits"):
+        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
+    return OnTwoClassLogits(loss)

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from trainer.cli import build, report, tensorboard_run
 from trainer.cli.config import RunConfig
+from trainer.evaluation import collect_sample_weights
 
 BASELINE_DIRECTORY = "baseline"
 
@@ -49,7 +50,8 @@ def train_baseline(config: RunConfig, bundle: Any, strategy: tf.distribute.Strat
     parts.trainer.fit(parts.data.train, total_epochs=config.training.epochs,
                       validation_data=parts.data.validation)
     logits, labels = parts.trainer.collect_logits(parts.data.eval)
-    metrics = report.argmax_metrics(logits, labels)
+    weights = collect_sample_weights(parts.data.eval) if plain.data.weighted_metrics else None
+    metrics = report.argmax_metrics(logits, labels, weights)
     if parts.chief:
         tensorboard_run.write_run_end(
             plain.output.model_dir, step=int(parts.trainer.global_step.numpy()), served=metrics,

@@ -82,12 +82,15 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> EvaluateConfig:
 
 
 def _serve_all(serve: Any, dataset: Any) -> Dict[str, np.ndarray]:
-    """The serving function over `dataset`: `labels`, `class_id`, `logits`, `probabilities` of every row."""
+    """The serving function over `dataset`: `labels`, `class_id`, `logits`, `probabilities` of every
+    row, and `sample_weight` when the rows carry weights."""
     keys = ("class_id", "logits", "probabilities")
     parts: Dict[str, list] = {key: [] for key in ("labels", *keys)}
-    for features, labels in dataset:
-        served = serve(features=features)
-        parts["labels"].append(labels.numpy())
+    for batch in dataset:
+        served = serve(features=batch[0])
+        parts["labels"].append(batch[1].numpy())
+        if len(batch) > 2:
+            parts.setdefault("sample_weight", []).append(batch[2].numpy())
         for key in keys:
             parts[key].append(served[key].numpy())
     return {key: np.concatenate(values) for key, values in parts.items()}
@@ -105,19 +108,25 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
         imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.seed,
         num_classes=len(class_names), cache_dir=config.model_dir, columns=data.column_options(),
         class_names=None if data.class_names is None else tuple(data.class_names),
-        channels_first=data.channels_first,
+        channels_first=data.channels_first, weight_key=data.weight_key,
         schema=None if metadata.get("schema") is None else TabularSchema.from_json(metadata["schema"]))
     if list(bundle.class_names) != class_names:
         raise UsageError(f"The evaluation data's classes {bundle.class_names} differ from the "
                          f"model's {class_names}.")
+    if data.weighted_metrics and not bundle.eval.weighted:
+        raise UsageError(f"--weighted_metrics counts sample weights, and the evaluation rows "
+                         f"({bundle.eval.origin}) have none: give data with sample weights "
+                         f"(--weight_column, --weight_key), or --weighted_metrics=false.")
     outputs = _serve_all(serve, bundle.eval.dataset(BATCH_SIZE, shuffle=False, seed=0))
-    matrix = count_confusion_matrix(outputs["labels"], outputs["class_id"], len(class_names))
+    weights = outputs.get("sample_weight") if data.weighted_metrics else None
+    matrix = count_confusion_matrix(outputs["labels"], outputs["class_id"], len(class_names), weights)
     metrics = per_class_metrics(matrix)
     operating_point = metadata.get("operating_point")
     evaluation: Dict[str, Any] = {key: metrics[key] for key in report.METRIC_KEYS
                                   if key != "confusion_matrix"}
     evaluation.update(confusion_matrix=matrix, class_names=class_names, operating_point=operating_point,
-                      export_dir=config.export_dir, data=bundle.description)
+                      export_dir=config.export_dir, data=bundle.description,
+                      weighted=weights is not None)
     write_json_atomically(os.path.join(config.report_dir, "evaluation.json"), evaluation)
     _write_markdown(config, {**metrics, "confusion_matrix": matrix}, class_names, operating_point)
     print(format_per_class_table(metrics, class_names))

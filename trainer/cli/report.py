@@ -24,9 +24,11 @@ METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "min_recall", "recal
                "support", "confusion_matrix")
 
 
-def argmax_metrics(logits: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
-    """The plain argmax's per-class metrics and confusion matrix on labelled logits."""
-    return decisions.decision_metrics(None, logits, labels)
+def argmax_metrics(logits: np.ndarray, labels: np.ndarray,
+                   sample_weight: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """The plain argmax's per-class metrics and confusion matrix on labelled logits (cells sum
+    `sample_weight` when given: `--weighted_metrics`)."""
+    return decisions.decision_metrics(None, logits, labels, sample_weight)
 
 
 def describe_split(split: Any) -> str:
@@ -45,19 +47,24 @@ def describe_decision(point: Any, class_names: Sequence[str]) -> str:
     if getattr(point, "kind", None) == decisions.MultiTargetPoint.kind:
         parts = []
         for target in point.targets:
-            k = target.target_class
-            name = class_names[k] if k < len(class_names) else str(k)
-            parts.append(f"{target.offset:+.4g} on class {k} ({name}) for recall {target.target_recall:g}"
+            words = _class_words(target.target_class, class_names)
+            parts.append(f"{target.offset:+.4g} on {words} for recall {target.target_recall:g}"
                          + ("" if target.feasible else f", served for {target.served_recall:.3f}"))
         conflict = "" if point.feasible else " (targets in conflict: metrics.json operating_point.conflict)"
         return "logit offsets " + "; ".join(parts) + conflict
     target = getattr(point, "target_class", None)
     if target is not None:
-        name = class_names[target] if target < len(class_names) else str(target)
+        words = _class_words(target, class_names)
         if getattr(point, "threshold", None) is not None:
-            return f"threshold {point.threshold:.4g} on the probability of class {target} ({name})"
-        return f"logit offset {point.offset:+.4g} on class {target} ({name})"
+            return f"threshold {point.threshold:.4g} on the probability of {words}"
+        return f"logit offset {point.offset:+.4g} on {words}"
     return f"per-class logit offsets ({point.kind})"
+
+
+def _class_words(k: int, class_names: Sequence[str]) -> str:
+    """`'class k (name)'`, or `'class k'` when the name is the index itself (`'9'`)."""
+    name = str(class_names[k]) if k < len(class_names) else str(k)
+    return f"class {k}" if name == str(k) else f"class {k} ({name})"
 
 
 def served_targets(point: Any) -> Optional[Dict[int, float]]:
@@ -67,9 +74,11 @@ def served_targets(point: Any) -> Optional[Dict[int, float]]:
     return {target.target_class: target.target_recall for target in point.targets}
 
 
-def served_metrics(point: Any, logits: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
-    """The metrics of the decisions the export serves (`point`, or the argmax when None)."""
-    return decisions.decision_metrics(point, logits, labels)
+def served_metrics(point: Any, logits: np.ndarray, labels: np.ndarray,
+                   sample_weight: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """The metrics of the decisions the export serves (`point`, or the argmax when None; cells
+    sum `sample_weight` when given)."""
+    return decisions.decision_metrics(point, logits, labels, sample_weight)
 
 
 def training_metrics(metrics: Mapping[str, Any], *, class_names: Sequence[str], trainer: Any, rule: Any,
@@ -147,6 +156,10 @@ def calibrate(trainer: Any, recall: RecallConfig, logits: np.ndarray, labels: np
     else:
         params = {"target_class": recall.target_class, "target_recall": recall.target_recall,
                   "confidence": recall.decision_confidence, "estimator": recall.decision_estimator}
+        if getattr(getattr(trainer, "task", None), "name", None) == "binary":
+            # One logit z: both kinds are the same cut-off on z; served as a threshold on the
+            # probability sigmoid(z) of the target class.
+            params["method"] = "threshold"
     point = decisions.calibrate(kind, logits, labels, **params)
     trainer.operating_point = point
     if save and trainer.model_dir:
@@ -360,11 +373,14 @@ def markdown_report(metrics: Mapping[str, Any], class_names: Sequence[str], *, s
              f"- operating point: {json.dumps(operating_point) if operating_point else 'argmax'}",
              "", "| class | support | recall | precision | F1 |", "|---|---:|---:|---:|---:|"]
     for k, name in enumerate(class_names):
-        lines.append(f"| {name} | {int(metrics['support'][k])} | {metrics['recall'][k]:.4f} | "
+        support = float(metrics['support'][k])
+        shown = f"{int(support)}" if support == int(support) else f"{support:.6g}"  # weighted: a sum
+        lines.append(f"| {name} | {shown} | {metrics['recall'][k]:.4f} | "
                      f"{metrics['precision'][k]:.4f} | {metrics['f1'][k]:.4f} |")
     lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
               "| true \\ predicted | " + " | ".join(class_names) + " |",
               "|---|" + "---:|" * len(class_names)]
     for k, row in enumerate(metrics["confusion_matrix"]):
-        lines.append(f"| {class_names[k]} | " + " | ".join(str(int(v)) for v in row) + " |")
+        lines.append(f"| {class_names[k]} | " + " | ".join(
+            str(int(v)) if float(v) == int(v) else f"{float(v):.6g}" for v in row) + " |")
     return "\n".join(lines) + "\n"

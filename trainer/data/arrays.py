@@ -12,27 +12,29 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from . import labels, splits, stats
+from . import labels, splits, stats, weights
 from .bundle import DataSplit
 from .errors import InputDataError, describe_location
 from .labels import LabelSpace
 
 
 class ArrayPipeline:
-    """Batched pipelines over in-memory float32 features and int32 labels."""
+    """Batched pipelines over in-memory float32 features, int32 labels and optional float32 weights."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, w: Optional[np.ndarray] = None) -> None:
         self._x_np = x
         self._y_np = y
-        self._tensors: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+        self._w_np = w
+        self._tensors: Optional[Tuple[tf.Tensor, ...]] = None
 
     def batched(self, batch_size: int, *, shuffle: bool, seed: int, repeat: bool,
                 drop_remainder: bool,
                 input_context: Optional[tf.distribute.InputContext]) -> tf.data.Dataset:
-        """See `DataSplit.dataset`."""
+        """See `DataSplit.dataset`; batches are (x, y, w) when the split has sample weights."""
         if self._tensors is None:
-            self._tensors = (tf.convert_to_tensor(self._x_np), tf.convert_to_tensor(self._y_np))
-        x, y = self._tensors
+            arrays = (self._x_np, self._y_np) + (() if self._w_np is None else (self._w_np,))
+            self._tensors = tuple(tf.convert_to_tensor(a) for a in arrays)
+        tensors = self._tensors
         n = len(self._y_np)
         indices = tf.data.Dataset.range(n)
         if input_context is not None and input_context.num_input_pipelines > 1:
@@ -44,7 +46,7 @@ class ArrayPipeline:
             indices = indices.repeat()
         indices = indices.batch(batch_size, drop_remainder=drop_remainder)
         gather = tf.autograph.experimental.do_not_convert(
-            lambda i: (tf.gather(x, i), tf.gather(y, i)))
+            lambda i: tuple(tf.gather(t, i) for t in tensors))
         ds = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -52,30 +54,46 @@ class ArrayPipeline:
                                                                             "ArrayPipeline"]]:
         """(training side, held-out side) pipelines of each fold (`splits.stratified_folds`)."""
         num_classes = int(np.asarray(fold_counts).shape[1])
+        w = self._w_np
         out = []
         for j, (train, held) in enumerate(splits.stratified_folds(self._y_np, k, seed, num_classes)):
             counts = np.bincount(self._y_np[held], minlength=num_classes)
             if not np.array_equal(counts, fold_counts[j]):
                 raise AssertionError(f"fold {j}: counts {counts.tolist()} differ from the rule's "
                                      f"{np.asarray(fold_counts[j]).tolist()}")
-            out.append((ArrayPipeline(self._x_np[train], self._y_np[train]),
-                        ArrayPipeline(self._x_np[held], self._y_np[held])))
+            out.append((ArrayPipeline(self._x_np[train], self._y_np[train],
+                                      None if w is None else w[train]),
+                        ArrayPipeline(self._x_np[held], self._y_np[held],
+                                      None if w is None else w[held])))
         return out
 
 
 def array_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int,
-                origin: str = "") -> DataSplit:
-    """Wraps validated arrays as a `DataSplit`."""
+                origin: str = "", w: Optional[np.ndarray] = None) -> DataSplit:
+    """Wraps validated arrays (and checked sample weights `w`, or None) as a `DataSplit`."""
     return DataSplit(name=name, input_shape=tuple(int(d) for d in x.shape[1:]),
                      class_counts=np.bincount(y, minlength=num_classes).astype(np.int64),
-                     num_examples=int(len(y)), pipeline=ArrayPipeline(x, y), origin=origin)
+                     num_examples=int(len(y)), pipeline=ArrayPipeline(x, y, w), origin=origin,
+                     weighted=w is not None)
 
 
-def load_npz(path: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Reads arrays `x` and `y` from an .npz file.
+def load_npz(path: str, weight_key: Optional[str] = None, *, required: bool = True
+             ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[str]]:
+    """Reads arrays `x`, `y` and the sample weights (unchecked) from an .npz file.
+
+    Args:
+      path: The file.
+      weight_key: The array of per-row sample weights: None reads `w` when the file has one
+        (`weights.NPZ_DEFAULT_ARRAY`), `'none'` reads none, another name that array.
+      required: Whether a named `weight_key` array must be in the file (False: absent means no
+        weights, as for an eval file).
+
+    Returns:
+      (x, y, weights or None, the weights' array name or None).
 
     Raises:
-      InputDataError: Missing or unreadable file, or missing `x`/`y` (naming the arrays present).
+      InputDataError: Missing or unreadable file, missing `x`/`y` (naming the arrays present), or a
+        `weight_key` array the file lacks (argument `weight_key`).
     """
     if not os.path.isfile(path):
         raise InputDataError(f"npz file not found: {path!r}")
@@ -87,7 +105,22 @@ def load_npz(path: str) -> Tuple[np.ndarray, np.ndarray]:
                 raise InputDataError(
                     f"file {path!r}: npz is missing array(s) {missing}; it has {names} "
                     "(expected 'x' = features [N, ...] and 'y' = labels [N])")
-            return data["x"], data["y"]
+            if weight_key in ("x", "y"):
+                what = "features" if weight_key == "x" else "labels"
+                raise InputDataError(f"weight_key={weight_key!r} names the {what} of file {path!r}, "
+                                     "not sample weights", argument="weight_key", value=weight_key)
+            if weight_key is None:
+                name = weights.NPZ_DEFAULT_ARRAY if weights.NPZ_DEFAULT_ARRAY in names else None
+            elif weight_key == weights.NO_WEIGHTS:
+                name = None
+            elif weight_key not in names and not required:
+                name = None
+            elif weight_key not in names:
+                raise InputDataError(f"weight_key={weight_key!r} is not an array of file {path!r}; it has "
+                                     f"{names}", argument="weight_key", value=weight_key)
+            else:
+                name = weight_key
+            return data["x"], data["y"], None if name is None else data[name], name
     except InputDataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile) as e:

@@ -47,6 +47,7 @@ class DataSplit:
       pipeline: Builds the tf.data pipelines (see `dataset`).
       origin: How the split was made, a phrase for reports (e.g. "a 0.2 stratified
         held-out test split of csv:data.csv").
+      weighted: Whether its batches carry per-example sample weights, `(x, y, w)`.
     """
 
     name: str
@@ -55,6 +56,7 @@ class DataSplit:
     num_examples: int
     pipeline: Pipeline = dataclasses.field(repr=False, compare=False, default=None)
     origin: str = ""
+    weighted: bool = False
 
     def dataset(self, batch_size: int, *, shuffle: bool, seed: int, repeat: bool = False,
                 drop_remainder: bool = False,
@@ -71,7 +73,8 @@ class DataSplit:
             each input pipeline reads its own shard of the split.
 
         Returns:
-          A `tf.data.Dataset` of (float32 features [B, *input_shape], int32 labels [B]).
+          A `tf.data.Dataset` of (float32 features [B, *input_shape], int32 labels [B]), and
+          float32 sample weights [B] third when the split is `weighted`.
 
         Raises:
           DataArgumentError: If `batch_size` is not a positive integer.
@@ -120,17 +123,17 @@ class DataSplit:
             rest = counts - held
             origin = f"fold {j + 1} of {k} (seed {int(seed)}) of the {self.name} split"
             out.append((DataSplit(f"train_fold{j}", self.input_shape, rest, int(rest.sum()),
-                                  train_pipe, f"{self.name} split minus {origin}"),
+                                  train_pipe, f"{self.name} split minus {origin}", self.weighted),
                         DataSplit(f"held_fold{j}", self.input_shape, held, int(held.sum()),
-                                  held_pipe, origin)))
+                                  held_pipe, origin, self.weighted)))
         return out
 
     def summary(self, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-        """JSON-ready facts: rows, per-class counts (by name when given) and origin."""
+        """JSON-ready facts: rows, per-class counts (by name when given), origin, and `weighted`."""
         counts = [int(c) for c in self.class_counts]
         names = list(class_names) if class_names is not None else [str(c) for c in range(len(counts))]
         return {"name": self.name, "rows": int(self.num_examples), "origin": self.origin,
-                "class_counts": dict(zip(names, counts))}
+                "class_counts": dict(zip(names, counts)), "weighted": bool(self.weighted)}
 
 
 @dataclasses.dataclass
@@ -155,6 +158,8 @@ class DataBundle:
         from a split), each also emitted as a `DataWarning`.
       schema: A CSV file's column schema (`trainer.data.schema.TabularSchema`: the feature
         columns, their kinds, vocabularies and statistics), None for other sources.
+      sample_weights: Where the training rows' sample weights come from, a phrase (e.g.
+        "array 'w' of data.npz"), or None without weights.
     """
 
     train: DataSplit
@@ -167,6 +172,7 @@ class DataBundle:
     validation: Optional[DataSplit] = None
     notes: List[str] = dataclasses.field(default_factory=list)
     schema: Optional[Any] = None
+    sample_weights: Optional[str] = None
 
     @property
     def feature_names(self) -> Optional[List[str]]:
@@ -178,8 +184,9 @@ class DataBundle:
 
         Returns:
           {"train"/"validation"/"eval": {"name", "rows", "origin", "class_counts" (by class
-          name), "role"} (validation: None when absent), "validation_is_eval": False unless a
-          caller built such a bundle, "notes": [...], "sentence": `measured_on()`}.
+          name), "weighted", "role"} (validation: None when absent), "validation_is_eval": False
+          unless a caller built such a bundle, "sample_weights": `sample_weights`, "notes": [...],
+          "sentence": `measured_on()`}.
         """
         out: Dict[str, Any] = {}
         for name, split in (("train", self.train), ("validation", self.validation),
@@ -187,6 +194,7 @@ class DataBundle:
             out[name] = None if split is None else {**split.summary(self.class_names),
                                                     "role": ROLES[name]}
         out["validation_is_eval"] = self.validation is not None and self.validation is self.eval
+        out["sample_weights"] = self.sample_weights
         out["notes"] = list(self.notes)
         out["sentence"] = self.measured_on()
         return out

@@ -248,7 +248,8 @@ def scan(path: str, *, label_column: str, rule: Optional[SplitRule],
       cache_dir: Where to cache the summary as JSON (keyed by path, mtime, size and options).
       options: Which columns are features and how cells are read.
       schema: The training schema (for an eval file): its feature columns are read by name,
-        numeric ones must hold numbers; None infers the schema from this file's training rows.
+        numeric ones must hold numbers, and its weight column (when the file has it) is checked;
+        None infers the schema from this file's training rows.
       class_names: The class order (string labels) or display names (integer labels).
 
     Returns:
@@ -267,13 +268,14 @@ def scan(path: str, *, label_column: str, rule: Optional[SplitRule],
                 f"{', '.join(repr(c) for c in absent)} the model was trained with; its columns are "
                 f"{columns}")
         features = schema.feature_names
-        weight_column = None
+        # An eval file's weights: the training's weight column, when the file has it.
+        weight_column = schema.weight_column if schema.weight_column in columns else None
         tokens = schema.missing_values
     else:
         features = select_features(path, columns, label_column, options)
         weight_column = options.weight_column
         tokens = missing_tokens(options.missing_values)
-    key = {"kind": "csv", "version": 2, "files": stats.file_signature([path]),
+    key = {"kind": "csv", "version": 3, "files": stats.file_signature([path]),
            "label_column": label_column, "split": stats.rule_key(rule), "num_classes": num_classes,
            "known": None if known is None else [known.mode, known.names],
            "options": options.key(), "schema": None if schema is None else schema.to_json(),

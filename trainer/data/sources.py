@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from trainer.checks import check_number, check_positive_integer
 
-from . import arrays, csv_source, fashion_mnist, splits, synthetic, tfrecord_source
+from . import arrays, csv_source, fashion_mnist, splits, synthetic, tfrecord_source, weights
 from .bundle import DataBundle, DataSplit
 from .csv_source import ColumnOptions
 from .errors import DataWarning, InputDataError, checked, describe_location
@@ -69,13 +69,20 @@ class _Arrays:
     names: List[str]
     mode: str
     test: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    w: Optional[np.ndarray] = None
+    weights_from: Optional[str] = None  # "array 'w' of PATH" when `w` is given
 
 
 def _load_arrays(spec: DatasetSpec, *, imbalance_ratio: float, data_dir: Optional[str], seed: int,
                  num_classes: Optional[int], known: Optional[LabelSpace],
                  class_names: Optional[Sequence[str]] = None,
-                 channels_first: Optional[bool] = None) -> _Arrays:
-    """Loads an in-memory source (synthetic, fashion_mnist_lt, npz) and validates it."""
+                 channels_first: Optional[bool] = None, weight_key: Optional[str] = None,
+                 weights_required: bool = True) -> _Arrays:
+    """Loads an in-memory source (synthetic, fashion_mnist_lt, npz) and validates it.
+
+    An NPZ file's sample weights are `weight_key`'s array (see `arrays.load_npz`); with
+    `weights_required` False (an eval file) a named array the file lacks means no weights.
+    """
     if spec.kind in _BENCHMARKS:
         if spec.kind == "synthetic":
             x, y, xt, yt = synthetic.generate(imbalance_ratio, seed)
@@ -94,12 +101,17 @@ def _load_arrays(spec: DatasetSpec, *, imbalance_ratio: float, data_dir: Optiona
         if class_names is not None and known is None:
             names = int_space(len(names), class_names, source=str(spec)).names
         return _Arrays(x, y, names, "int", (xt, yt))
-    x, y = arrays.load_npz(spec.path)
+    x, y, w, w_name = arrays.load_npz(spec.path, weight_key, required=weights_required)
     x, y, space = arrays.validate_arrays(
         x, y, source=spec.path, num_classes=num_classes if known is None else None,
         class_names=class_names if known is None else None, known=known,
         channels_first=channels_first)
-    return _Arrays(x, y, list(space.names), space.mode)
+    if w is not None:
+        w = weights.check_array(w, num_rows=len(y), argument="weight_key",
+                                value=weight_key if weight_key is not None else w_name,
+                                source=spec.path, name=w_name)
+    return _Arrays(x, y, list(space.names), space.mode, w=w,
+                   weights_from=None if w is None else f"array {w_name!r} of {spec.path}")
 
 
 def _moments(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -146,12 +158,14 @@ def _stream_scan(spec: DatasetSpec, rule: Optional[SplitRule], *, label_column: 
                  feature_key: str, label_key: str, known: Optional[LabelSpace],
                  num_classes: Optional[int], cache_dir: Optional[str],
                  columns: ColumnOptions, schema: Optional[TabularSchema] = None,
-                 class_names: Optional[Sequence[str]] = None
-                 ) -> Tuple[StreamSummary, Callable[[], tf.data.Dataset]]:
-    """Scans a streamed source; returns (summary, builder of parsed batches).
+                 class_names: Optional[Sequence[str]] = None, weight_key: Optional[str] = None
+                 ) -> Tuple[StreamSummary, Callable[[], tf.data.Dataset], Optional[str]]:
+    """Scans a streamed source; returns (summary, builder of parsed batches, where its weights are).
 
     A CSV file's `summary.schema` is its column schema (`schema`, the training one, for an
-    eval file); its batches carry sample weights when the training schema names a weight column.
+    eval file); its batches carry sample weights when the schema names a weight column the file
+    has. A TFRecord file's carry them with `weight_key`. The third value says where the weights
+    come from ("column 'w' of PATH"), None without weights.
     """
     if spec.kind == "csv":
         summary = csv_source.scan(spec.path, label_column=label_column, rule=rule, known=known,
@@ -159,14 +173,18 @@ def _stream_scan(spec: DatasetSpec, rule: Optional[SplitRule], *, label_column: 
                                   schema=schema, class_names=class_names)
         space = LabelSpace(summary.label_mode, summary.class_names)
         table = TabularSchema.from_json(summary.schema)
+        header, _ = csv_source.read_header(spec.path, label_column)
+        weighted = table.weight_column is not None and table.weight_column in header
         return summary, csv_source.parsed_batches(
-            spec.path, label_column, space, table,
-            with_weights=schema is None and table.weight_column is not None)
+            spec.path, label_column, space, table, with_weights=weighted), (
+            f"column {table.weight_column!r} of {spec.path}" if weighted else None)
     summary, files = tfrecord_source.scan(spec.path, feature_key=feature_key, label_key=label_key,
                                           rule=rule, known=known, num_classes=num_classes,
-                                          cache_dir=cache_dir, class_names=class_names)
+                                          cache_dir=cache_dir, class_names=class_names,
+                                          weight_key=weight_key)
     return summary, tfrecord_source.parsed_batches(files, feature_key, label_key,
-                                                   summary.input_shape[0])
+                                                   summary.input_shape[0], weight_key), (
+        None if weight_key is None else f"key {weight_key!r} of tfrecord:{spec.path}")
 
 
 def _first_column_option(columns: ColumnOptions) -> str:
@@ -179,7 +197,8 @@ def _first_column_option(columns: ColumnOptions) -> str:
 
 
 def _stream_split(name: str, summary: StreamSummary, build: Callable[[], tf.data.Dataset],
-                  counts: Sequence[int], stages: Sequence[tuple], origin: str) -> DataSplit:
+                  counts: Sequence[int], stages: Sequence[tuple], origin: str,
+                  weighted: bool = False) -> DataSplit:
     """A streamed `DataSplit`: the rows of the parsed batches `build` returns that `stages` keep."""
     counts_arr = np.asarray(counts, dtype=np.int64)
     n = int(counts_arr.sum())
@@ -187,7 +206,7 @@ def _stream_split(name: str, summary: StreamSummary, build: Callable[[], tf.data
                      num_examples=n,
                      pipeline=StreamPipeline(build, len(summary.class_names), stages,
                                              summary.input_shape, n),
-                     origin=origin)
+                     origin=origin, weighted=weighted)
 
 
 def _class_notes(names: List[str], train: DataSplit, validation: Optional[DataSplit],
@@ -237,7 +256,8 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
               columns: Optional[ColumnOptions] = None,
               class_names: Optional[Sequence[str]] = None,
               channels_first: Optional[bool] = None,
-              schema: Optional[TabularSchema] = None) -> DataBundle:
+              schema: Optional[TabularSchema] = None,
+              weight_key: Optional[str] = None) -> DataBundle:
     """Loads (or scans) the training, validation and eval data and validates every example.
 
     The data that chooses (`validation`: controller, calibration, early stopping) is never
@@ -289,6 +309,13 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
       channels_first: NPZ images: True transposes `x` [N, C, H, W] to [N, H, W, C]; False
         takes `x` as given; None (default) as given, but refuses `x` that looks
         channels-first. Images [N, H, W] get a channel axis [N, H, W, 1].
+      weight_key: Per-example sample weights (finite, >= 0; each split's batches are then
+        `(x, y, w)`). NPZ: the array of that name; None (default) the array `w` when the file
+        has one (`bundle.description`, which the CLI logs, says so), `'none'` no weights. TFRecord: the
+        key of each record's one float weight (None or `'none'`: no weights). CSV files take
+        `columns.weight_column` instead. An `eval_dataset` is weighted by the same array, key or
+        column when it has one (else its rows are unweighted, and the description says so).
+        `bundle.sample_weights` says where the weights come from.
 
     A class with no training row, or fewer than `TINY_CLASS_SIZE`, gets a `DataWarning`
     naming it (index and name); the texts are in `bundle.notes`.
@@ -328,6 +355,11 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
                              "column choices (feature_columns, exclude_columns, categorical_columns, "
                              "weight_column, missing, ...) apply to csv: data only", argument=option,
                              value=getattr(columns, option))
+    if weight_key is not None and weight_key != weights.NO_WEIGHTS and spec.kind not in ("npz", "tfrecord"):
+        what = ("a CSV file: give its weight column as weight_column" if spec.kind == "csv"
+                else "built-in data, which has no sample weights")
+        raise InputDataError(f"weight_key={weight_key!r} names the sample weights of npz: and tfrecord: "
+                             f"data; dataset {spec} is {what}", argument="weight_key", value=weight_key)
     if channels_first and "npz" not in (spec.kind, eval_spec.kind if eval_spec else None):
         raise InputDataError(f"channels_first=True applies to npz: images, not dataset={spec}",
                              argument="channels_first", value=channels_first)
@@ -337,11 +369,13 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
     eval_split: Optional[DataSplit] = None
     origins = _origins(spec, eval_spec, rule)
 
+    tfrecord_weights = None if weight_key in (None, weights.NO_WEIGHTS) else weight_key
+    weights_from: Optional[str] = None
     # --- training side ---
     if spec.kind in ("csv", "tfrecord"):
-        summary, build = _stream_scan(spec, rule, known=None, num_classes=num_classes,
-                                      columns=columns, class_names=class_names, schema=schema,
-                                      **common)
+        summary, build, weights_from = _stream_scan(
+            spec, rule, known=None, num_classes=num_classes, columns=columns,
+            class_names=class_names, schema=schema, weight_key=tfrecord_weights, **common)
         schema = None if summary.schema is None else TabularSchema.from_json(summary.schema)
         space = LabelSpace(summary.label_mode, summary.class_names)
         k = space.num_classes
@@ -349,7 +383,8 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
 
         def part(name: str, counts: Sequence[int], which: int) -> DataSplit:
             stages = [] if rule is None else [("part", rule, offsets, which)]
-            return _stream_split(name, summary, build, counts, stages, origins[name])
+            return _stream_split(name, summary, build, counts, stages, origins[name],
+                                 weights_from is not None)
 
         train = part("train", summary.train_counts, TRAIN)
         if rule is not None:
@@ -364,24 +399,31 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
     else:
         data = _load_arrays(spec, imbalance_ratio=imbalance_ratio, data_dir=data_dir, seed=seed,
                             num_classes=num_classes, known=None, class_names=class_names,
-                            channels_first=channels_first)
+                            channels_first=channels_first, weight_key=weight_key)
         space = LabelSpace(data.mode, data.names)
         k = space.num_classes
+        weights_from = data.weights_from
+        w = data.w
+
+        def rows(indices):
+            return None if w is None else w[indices]
+
         if rule is not None:
             tr, va, te = splits.stratified_parts(data.y, space.keys, rule)
-            x_train, y_train = data.x[tr], data.y[tr]
+            x_train, y_train, w_train = data.x[tr], data.y[tr], rows(tr)
             validation = arrays.array_split("validation", data.x[va], data.y[va], k,
-                                            origins["validation"])
+                                            origins["validation"], rows(va))
             _require_held_out(validation, dataset, p)
             if data.test is not None and eval_spec is None:
                 eval_split = arrays.array_split("eval", data.test[0], data.test[1], k,
                                                 origins["eval"])
             elif three_part:
-                eval_split = arrays.array_split("eval", data.x[te], data.y[te], k, origins["eval"])
+                eval_split = arrays.array_split("eval", data.x[te], data.y[te], k, origins["eval"],
+                                                rows(te))
                 _require_test(eval_split, dataset, t)
         else:
-            x_train, y_train = data.x, data.y
-        train = arrays.array_split("train", x_train, y_train, k, origins["train"])
+            x_train, y_train, w_train = data.x, data.y, w
+        train = arrays.array_split("train", x_train, y_train, k, origins["train"], w_train)
         mean, var = _moments(x_train)
         input_shape = train.input_shape
 
@@ -393,16 +435,25 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
                     f"eval_dataset={eval_dataset!r}: a CSV file is evaluated with a model trained on "
                     "a CSV file (its named columns), not on another kind of data",
                     argument="eval_dataset", value=eval_dataset)
-            esum, ebuild = _stream_scan(eval_spec, None, known=space, num_classes=None,
-                                        columns=ColumnOptions(), schema=schema, **common)
-            eval_split = _stream_split("eval", esum, ebuild, esum.train_counts, [], origins["eval"])
+            eval_weights = None
+            if eval_spec.kind == "tfrecord" and weights_from is not None and tfrecord_weights in \
+                    tfrecord_source.first_record_keys(tfrecord_source.expand(eval_spec.path)):
+                eval_weights = tfrecord_weights
+            esum, ebuild, eval_weights_from = _stream_scan(
+                eval_spec, None, known=space, num_classes=None, columns=ColumnOptions(),
+                schema=schema, weight_key=eval_weights, **common)
+            eval_split = _stream_split("eval", esum, ebuild, esum.train_counts, [], origins["eval"],
+                                       eval_weights_from is not None)
             first_row = lambda c: esum.first_rows[c]  # noqa: E731
         else:
+            eval_key = weight_key if weights_from is not None else weights.NO_WEIGHTS
             edata = _load_arrays(eval_spec, imbalance_ratio=imbalance_ratio, data_dir=data_dir,
                                  seed=seed, num_classes=None, known=space,
-                                 channels_first=channels_first)
+                                 channels_first=channels_first,
+                                 weight_key=None if eval_spec.kind in _BENCHMARKS else eval_key,
+                                 weights_required=False)
             ex, ey = edata.test if edata.test is not None else (edata.x, edata.y)
-            eval_split = arrays.array_split("eval", ex, ey, k, origins["eval"])
+            eval_split = arrays.array_split("eval", ex, ey, k, origins["eval"], edata.w)
             first_row = lambda c: int(np.argmax(ey == c)) + 1  # noqa: E731
         if tuple(eval_split.input_shape) != tuple(input_shape):
             raise InputDataError(
@@ -417,9 +468,22 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
     description = _describe(spec, eval_spec, rule, train, eval_split, validation, space.names)
     if schema is not None:
         description += f"; {schema.describe()}"
+    if weights_from is not None:
+        description += "; " + _describe_weights(weights_from, spec, weight_key, eval_split)
     return DataBundle(train=train, eval=eval_split, num_classes=k, class_names=list(space.names),
                       feature_mean=mean, feature_variance=var, description=description, schema=schema,
-                      validation=validation, notes=notes)
+                      validation=validation, notes=notes, sample_weights=weights_from)
+
+
+def _describe_weights(weights_from: str, spec: DatasetSpec, weight_key: Optional[str],
+                      eval_split: DataSplit) -> str:
+    """The description's words on sample weights: where they come from, which splits carry them."""
+    found = spec.kind == "npz" and weight_key is None
+    text = f"sample weights: {weights_from}" + (
+        " (found in the file; weight_key='none' ignores it)" if found else "")
+    if not eval_split.weighted:
+        text += f"; the eval rows ({eval_split.origin}) have none"
+    return text
 
 
 def _origins(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], rule: Optional[SplitRule]) -> dict:

@@ -1,6 +1,7 @@
 """The `tfrecord:GLOB` source: tf.train.Example records with a float feature vector and an int64 label.
 
-Files matching the glob (or in a directory) are streamed in sorted order and parsed in batches.
+Files matching the glob (or in a directory) are streamed in sorted order and parsed in batches. With
+`weight_key`, each record also holds one float sample weight under that key.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .errors import InputDataError, describe_location, tf_message
 from .labels import LabelSpace
 from .splits import SplitRule
 from .stats import SplitCounter, StreamSummary
+from .weights import WeightScan
 
 
 def expand(pattern: str) -> List[str]:
@@ -40,16 +42,18 @@ def _kind(feature: tf.train.Feature) -> str:
 
 
 def _check_example(example: tf.train.Example, path: str, record: int, feature_key: str,
-                   label_key: str, feature_dim: Optional[int]) -> int:
+                   label_key: str, feature_dim: Optional[int], weight_key: Optional[str] = None) -> int:
     """Checks one example; returns its feature length.
 
     Raises:
       InputDataError: Naming file, record, key and what was found (with `argument`
-        "feature_key" or "label_key" when the record has no such key).
+        "feature_key", "label_key" or "weight_key" when the record has no such key).
     """
     features = example.features.feature
     keys = sorted(features.keys())
-    for key, argument in ((feature_key, "feature_key"), (label_key, "label_key")):
+    named = ((feature_key, "feature_key"), (label_key, "label_key")) + (
+        () if weight_key is None else ((weight_key, "weight_key"),))
+    for key, argument in named:
         if key not in features:
             raise InputDataError(
                 f"{argument}={key!r} is not a key of {describe_location(path, row=record)}; "
@@ -72,6 +76,14 @@ def _check_example(example: tf.train.Example, path: str, record: int, feature_ke
         shown = list(getattr(lab, _kind(lab)).value)[:5] if _kind(lab) != "empty" else []
         where = describe_location(path, row=record, column=label_key, value=shown)
         raise InputDataError(f"label {label_key!r} must be one int64: {where} ({_kind(lab)})")
+    if weight_key is not None:
+        w = features[weight_key]
+        if _kind(w) != "float_list" or len(w.float_list.value) != 1:
+            shown = list(getattr(w, _kind(w)).value)[:5] if _kind(w) != "empty" else []
+            where = describe_location(path, row=record, column=weight_key, value=shown)
+            raise InputDataError(f"weight_key={weight_key!r}: the sample weight must be one float (a "
+                                 f"float_list of one value): {where} ({_kind(w)})",
+                                 argument="weight_key", value=weight_key)
     return len(values)
 
 
@@ -81,13 +93,14 @@ def _records(path: str, start: int, count: int):
         yield start + i + 1, rec.numpy()
 
 
-def _first_feature_dim(files: List[str], feature_key: str, label_key: str) -> int:
+def _first_feature_dim(files: List[str], feature_key: str, label_key: str,
+                       weight_key: Optional[str] = None) -> int:
     """Checks the first record of the first non-empty file; returns its feature length."""
     for path in files:
         try:
             for record, raw in _records(path, 0, 1):
                 return _check_example(tf.train.Example.FromString(raw), path, record,
-                                      feature_key, label_key, None)
+                                      feature_key, label_key, None, weight_key)
         except tf.errors.DataLossError as e:
             raise InputDataError(
                 f"file {path!r}: not a TFRecord file or corrupted: {tf_message(e)}") from None
@@ -98,25 +111,40 @@ def _first_feature_dim(files: List[str], feature_key: str, label_key: str) -> in
     raise InputDataError(f"no records in {files!r}: every file is empty")
 
 
-def _parser(feature_key: str, label_key: str, feature_dim: int):
-    """A batch parser: serialized examples [B] -> (float32 [B, F], int64 labels [B])."""
+def _parser(feature_key: str, label_key: str, feature_dim: int, weight_key: Optional[str] = None):
+    """A batch parser: serialized examples [B] -> (float32 [B, F], int64 labels [B][, float32 [B]])."""
     spec = {feature_key: tf.io.FixedLenFeature([feature_dim], tf.float32),
             label_key: tf.io.FixedLenFeature([], tf.int64)}
+    if weight_key is not None:
+        spec[weight_key] = tf.io.FixedLenFeature([], tf.float32)
 
     @tf.autograph.experimental.do_not_convert
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
-        return parsed[feature_key], parsed[label_key]
+        if weight_key is None:
+            return parsed[feature_key], parsed[label_key]
+        return parsed[feature_key], parsed[label_key], parsed[weight_key]
     return parse
 
 
+def first_record_keys(files: List[str]) -> List[str]:
+    """The keys of the first record of the first non-empty file (empty when every file is)."""
+    for path in files:
+        try:
+            for _, raw in _records(path, 0, 1):
+                return sorted(tf.train.Example.FromString(raw).features.feature.keys())
+        except Exception:  # noqa: BLE001 - a bad file is reported by `scan`
+            return []
+    return []
+
+
 def _locate(path: str, start: int, error: tf.errors.OpError, feature_key: str, label_key: str,
-            feature_dim: int) -> InputDataError:
+            feature_dim: int, weight_key: Optional[str] = None) -> InputDataError:
     """Finds the bad record in the batch starting at record `start` (0-based) of `path`."""
     try:
         for record, raw in _records(path, start, streaming.STATS_BATCH):
             _check_example(tf.train.Example.FromString(raw), path, record, feature_key,
-                           label_key, feature_dim)
+                           label_key, feature_dim, weight_key)
     except InputDataError as e:
         return e
     except tf.errors.DataLossError as e:
@@ -130,7 +158,8 @@ def _locate(path: str, start: int, error: tf.errors.OpError, feature_key: str, l
 def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[SplitRule],
          known: Optional[LabelSpace] = None, num_classes: Optional[int] = None,
          cache_dir: Optional[str] = None,
-         class_names: Optional[Sequence[str]] = None) -> Tuple[StreamSummary, List[str]]:
+         class_names: Optional[Sequence[str]] = None,
+         weight_key: Optional[str] = None) -> Tuple[StreamSummary, List[str]]:
     """One streaming pass over every file: validates records, counts classes, split and moments.
 
     Args:
@@ -142,25 +171,38 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
       num_classes: If given, labels must lie in [0, num_classes).
       cache_dir: Where to cache the summary as JSON (keyed by files, mtimes and sizes).
       class_names: Names of classes 0..K-1 (display names; the labels are integers).
+      weight_key: The key of each record's float sample weight (finite, >= 0), or None.
 
     Returns:
       (summary, files).
 
     Raises:
-      InputDataError: At the first bad record (file and 1-based record number).
+      InputDataError: At the first bad record (file and 1-based record number); for bad sample
+        weights after the pass, naming the first and how many (argument `weight_key`).
     """
     files = expand(pattern)
+    if weight_key is not None and weight_key in (feature_key, label_key):
+        raise InputDataError(f"weight_key={weight_key!r} is also the "
+                             f"{'feature_key' if weight_key == feature_key else 'label_key'}: sample "
+                             "weights need a key of their own", argument="weight_key", value=weight_key)
     key = {"kind": "tfrecord", "files": stats.file_signature(files), "feature_key": feature_key,
-           "label_key": label_key, "split": stats.rule_key(rule),
+           "label_key": label_key, "weight_key": weight_key, "split": stats.rule_key(rule),
            "num_classes": num_classes, "known": None if known is None else [known.mode, known.names],
            "class_names": None if class_names is None else list(class_names)}
     cached = stats.load_cached(cache_dir, key)
     if cached is not None:
         return cached, files
-    dim = _first_feature_dim(files, feature_key, label_key)
-    parse = _parser(feature_key, label_key, dim)
+    dim = _first_feature_dim(files, feature_key, label_key, weight_key)
+    parse = _parser(feature_key, label_key, dim, weight_key)
     counter = SplitCounter(rule, moments=known is None)
     bounds: List[Tuple[int, str]] = []  # (global row offset, file)
+
+    def where(row: int) -> Dict[str, object]:
+        start, path = max(b for b in bounds if b[0] < row)
+        return {"path": path, "row": row - start}
+
+    weight_scan = None if weight_key is None else WeightScan(
+        "weight_key", weight_key, pattern, lambda row: {**where(row), "column": weight_key})
     offset = 0
     for path in files:
         bounds.append((offset, path))
@@ -169,7 +211,9 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
                    .prefetch(2))
 
         def visit(start: int, batch: tuple, path=path, offset=offset) -> None:
-            x, y = batch
+            x, y = batch[:2]
+            if weight_scan is not None:
+                weight_scan.add(batch[2], offset + start + 1)
             bad = stats.first_nonfinite(x)
             if bad is not None:
                 r, c = bad
@@ -181,13 +225,12 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
 
         offset += streaming.scan_batches(
             batches, streaming.STATS_BATCH,
-            lambda s, e, path=path: _locate(path, s, e, feature_key, label_key, dim), visit)
+            lambda s, e, path=path: _locate(path, s, e, feature_key, label_key, dim, weight_key),
+            visit)
     if offset == 0:
         raise InputDataError(f"no records in {files!r}")
-
-    def where(row: int) -> Dict[str, object]:
-        start, path = max(b for b in bounds if b[0] < row)
-        return {"path": path, "row": row - start}
+    if weight_scan is not None:
+        weight_scan.finish()
 
     space = streaming.resolve_labels(counter, source=pattern, column=label_key, known=known,
                                      num_classes=num_classes, allow_strings=False, where=where,
@@ -198,15 +241,16 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
     return summary, files
 
 
-def parsed_batches(files: List[str], feature_key: str, label_key: str, feature_dim: int):
-    """Returns a callable building the dataset of parsed (x, y) batches in file order."""
-    parse = _parser(feature_key, label_key, feature_dim)
+def parsed_batches(files: List[str], feature_key: str, label_key: str, feature_dim: int,
+                   weight_key: Optional[str] = None):
+    """Returns a callable building the dataset of parsed (x, y[, w]) batches in file order."""
+    parse = _parser(feature_key, label_key, feature_dim, weight_key)
 
     def build() -> tf.data.Dataset:
         @tf.autograph.experimental.do_not_convert
         def to_xy(serialized):
-            x, y = parse(serialized)
-            return x, tf.cast(y, tf.int32)
+            parsed = parse(serialized)
+            return (parsed[0], tf.cast(parsed[1], tf.int32)) + tuple(parsed[2:])
         return (tf.data.TFRecordDataset(files, buffer_size=1 << 20)
                 .batch(streaming.PARSE_BATCH)
                 .map(to_xy, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))

@@ -112,13 +112,15 @@ class OperatingPoint(abc.ABC):
 
 
 def decision_metrics(point: OperatingPoint | None, logits: np.ndarray,
-                     labels: np.ndarray) -> dict[str, Any]:
+                     labels: np.ndarray, sample_weight: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics of the rule's decisions (the plain argmax when `point` is None) on labelled logits.
 
     Args:
       point: Any operating point, or None.
       logits: `[N, K]` logits.
       labels: `[N]` labels.
+      sample_weight: `[N]` weights: each confusion-matrix cell sums its rows' weights (weighted
+        metrics); None counts rows.
 
     Returns:
       `trainer.metrics.per_class_metrics` of the decisions and their
@@ -128,7 +130,7 @@ def decision_metrics(point: OperatingPoint | None, logits: np.ndarray,
     logits = np.asarray(logits)
     labels = np.asarray(labels, np.int64).reshape(-1)
     predictions = logits.argmax(axis=1) if point is None else point.decide(logits)
-    matrix = count_confusion_matrix(labels, predictions, logits.shape[1])
+    matrix = count_confusion_matrix(labels, predictions, logits.shape[1], sample_weight)
     metrics: dict[str, Any] = dict(per_class_metrics(matrix))
     metrics["confusion_matrix"] = matrix
     target_class = getattr(point, "target_class", None)

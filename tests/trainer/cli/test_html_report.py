@@ -9,7 +9,8 @@ import pytest
 
 from cli_processes import REPO, cli_env, run_cli
 from report_pages import ReportPage, check_figures
-from trainer.cli import html_report
+from trainer.cli import html_report, report
+from trainer.decisions import TargetRecallPoint
 
 NAMES = ["fault", "normal", "warning"]
 SECTIONS = ["summary", "per-class", "confusion-matrix", "pr-curves", "reliability", "history"]
@@ -92,3 +93,16 @@ def test_evaluate_writes_a_report_and_without_matplotlib_says_it_skipped(trained
     skipped = [line for line in without.stdout.splitlines() if "evaluation.html" in line]
     assert skipped == [html_report.skipped_message("evaluation.html")]
     assert "pip install matplotlib" in skipped[0]
+
+
+def test_the_decision_names_a_class_once_when_its_name_is_its_index():
+    def point(kind, threshold):
+        return TargetRecallPoint(kind, 2, 3, offset=0.9748, threshold=threshold, target_recall=0.9,
+                                 validation_recall=0.0, validation_precision=0.0)
+    offset, threshold = point("logit_offset", None), point("threshold", 0.03147)
+    assert report.describe_decision(offset, ["0", "1", "2"]) == "logit offset +0.9748 on class 2"
+    assert report.describe_decision(offset, NAMES) == "logit offset +0.9748 on class 2 (warning)"
+    assert report.describe_decision(threshold, ["0", "1", "2"]) == (
+        "threshold 0.03147 on the probability of class 2")
+    assert report.describe_decision(threshold, NAMES) == (
+        "threshold 0.03147 on the probability of class 2 (warning)")

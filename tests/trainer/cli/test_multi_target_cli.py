@@ -140,7 +140,7 @@ def test_a_run_with_two_targets_serves_offsets_that_meet_them(tmp_path, test_spl
         assert float(cells[3]) == pytest.approx(precision, abs=5e-5)
         assert float(cells[-2]) == asked and cells[-1] == ("met" if recall >= asked else "missed")
     assert "target recall" in result.stdout
-    assert f"logit offsets {offsets[8]:+.4g} on class 8 (8) for recall 0.9" in metrics["decision"]
+    assert f"logit offsets {offsets[8]:+.4g} on class 8 for recall 0.9" in metrics["decision"]
 
 
 def test_a_conflict_is_reported_by_name_in_metrics_and_the_decision(parse, caplog):

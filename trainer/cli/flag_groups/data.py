@@ -64,3 +64,16 @@ flags.DEFINE_bool(
     "channels_first", None,
     "NPZ images: true when x is (N, C, H, W) (transposed to (N, H, W, C) on load); false to take "
     "x as given. Default: as given, but x that looks channels-first is refused.")
+flags.DEFINE_string(
+    "weight_key", None,
+    "Per-example sample weights (finite, >= 0; each example's gradient is multiplied by its "
+    "weight, together with the class rule) of npz: and tfrecord: data. NPZ: the array of that "
+    "name; by default the array 'w' when the file has one (the Data: line says so), 'none' to "
+    "ignore it. TFRecord: the key of each record's one float weight. CSV: --weight_column.")
+flags.DEFINE_bool(
+    "weighted_metrics", False,
+    "Count the sample weights in the reported metrics: each cell of the final confusion matrices "
+    "(metrics.json, the end-of-run table, TensorBoard final/*, trainer.evaluate's evaluation.json) "
+    "sums the weights of its rows, and recall, precision, F1 and support follow. Default: cells "
+    "count rows (the weights act on training only). metrics.json says which ('weighted'). The "
+    "per-epoch figures, the operating point's and the calibration's figures count rows either way.")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
+import time
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 from absl import app, flags
@@ -19,6 +21,9 @@ from trainer.cli.errors import EXIT_OK, EXIT_USAGE, exit_status_for, one_line
 from trainer.cli.logs import configure_logging
 
 FLAGS = flags.FLAGS
+# The status `run_program` ended with (its `SystemExit`), for the entry point's last exit handler
+# (`trainer.main`); None until then, and when it ended with an uncaught exception.
+exit_status: Optional[int] = None
 HELP_FLAGS = ("help", "helpshort", "?")
 FULL_HELP_FLAGS = ("helpfull",)
 _FLAG_GROUPS = "trainer.cli.flag_groups."
@@ -37,6 +42,41 @@ class Command:
     main: Callable[[List[str]], Any]
     groups: Tuple[ModuleType, ...]
     usage: str
+
+
+def process_start_time() -> Optional[float]:
+    """When this process started, in `time.time()` seconds (to 10 ms, from /proc); None off Linux."""
+    try:
+        with open("/proc/self/stat") as stream:
+            # Field 22 (start time, clock ticks after boot); the fields after the ")" of the name.
+            ticks = int(stream.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as stream:
+            uptime = float(stream.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+class Timeline:
+    """Seconds since the process started at the named moments of a command (its `Timing:` log line).
+
+    Args:
+      start: The `time.time()` the seconds count from; None: the process's start
+        (`process_start_time`), else now.
+    """
+
+    def __init__(self, start: Optional[float] = None):
+        self.start = start if start is not None else (process_start_time() or time.time())
+        self.marks: Dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        """Records `name` at now; a name already marked keeps its first time."""
+        self.marks.setdefault(name, time.time() - self.start)
+
+    def line(self) -> str:
+        """`Timing (s since the process started): run 3.41, data 3.52, ...` in the order marked."""
+        marks = ", ".join(f"{name} {seconds:.2f}" for name, seconds in self.marks.items())
+        return f"Timing (s since the process started): {marks}"
 
 
 def help_text(command: Command) -> str:
@@ -130,5 +170,11 @@ def run_program(command: Command) -> None:
     Args:
       command: E.g. `trainer.cli.train.COMMAND`.
     """
-    app.run(lambda argv: run_command(functools.partial(command.main, argv)),
-            flags_parser=functools.partial(parse_flags, command=command))
+    global exit_status
+    try:
+        app.run(lambda argv: run_command(functools.partial(command.main, argv)),
+                flags_parser=functools.partial(parse_flags, command=command))
+    except SystemExit as done:
+        code = 0 if done.code is None else done.code
+        exit_status = code if isinstance(code, int) else None  # a message: Python prints it, exits 1
+        raise

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -318,7 +320,8 @@ def run_ours(train_csv: str, eval_csv: str, model_dir: str, flags: Sequence[str]
     splits = metrics["data_splits"]
     trained = splits["train"]["rows"]
     held = (splits.get("validation") or {}).get("rows", 0)
-    epochs, batch = flag_value(flags, "epochs", 10), flag_value(flags, "batch_size", 256)
+    epochs = flag_value(flags, "epochs", 10)
+    batch = metrics.get("batch_size") or flag_value(flags, "batch_size", 256)  # older runs: the flag
     problems = []
     if trained + held != train_rows:
         problems.append(f"trained on {trained} + held out {held} rows, the file has {train_rows}")
@@ -377,6 +380,41 @@ def prepare(spec: DataSet, data_dir: str) -> Prepared:
 
 
 _HGB_RESULTS: Dict[Tuple[str, int, str], Result] = {}
+CACHE_FILE = "bench_result.json"
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.sha256(stream.read()).hexdigest()
+
+
+def code_version(project_root: str) -> str:
+    """The checkout's commit, with '+dirty' and a digest of the diff when it has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=project_root, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "HEAD").strip() or "unknown"
+    diff = git("diff", "HEAD")
+    return head if not diff else f"{head}+dirty-{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
+
+
+def cached_result(model_dir: str, key: Dict[str, object]) -> Optional[Result]:
+    """The result stored by an earlier run of the same command on the same rows and code, else None.
+
+    Only successful runs are stored, so a failure always reruns.
+    """
+    try:
+        with open(os.path.join(model_dir, CACHE_FILE)) as stream:
+            stored = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    return Result(**stored["result"]) if stored.get("key") == key else None
+
+
+def store_result(model_dir: str, key: Dict[str, object], result: Result) -> None:
+    if result.error is None:
+        with open(os.path.join(model_dir, CACHE_FILE), "w") as stream:
+            json.dump({"key": key, "result": dataclasses.asdict(result)}, stream)
 
 
 def run_case(data: Prepared, seed: int, recipe: str, epochs: int, work: str, *, on: str,
@@ -397,8 +435,14 @@ def run_case(data: Prepared, seed: int, recipe: str, epochs: int, work: str, *, 
     if data.categorical_names:
         flags.append("--categorical_columns=" + ",".join(data.categorical_names))
     model_dir = os.path.join(case, "runs", recipe)
-    shutil.rmtree(model_dir, ignore_errors=True)  # a run directory left from before would resume
-    ours = run_ours(fit_csv, eval_csv, model_dir, flags, seed, len(fit_rows), len(eval_rows), project_root)
+    cache_key = dict(flags=flags, seed=seed, fit=file_digest(fit_csv), eval=file_digest(eval_csv),
+                     code=code_version(project_root))
+    ours = cached_result(model_dir, cache_key)
+    if ours is None:
+        shutil.rmtree(model_dir, ignore_errors=True)  # a run directory left from before would resume
+        ours = run_ours(fit_csv, eval_csv, model_dir, flags, seed, len(fit_rows), len(eval_rows),
+                        project_root)
+        store_result(model_dir, cache_key, ours)
     key = (data.name, seed, on)
     if key not in _HGB_RESULTS:  # the same rows and seed give the same model: fit once per split
         label = data.header.index(LABEL)

@@ -1,7 +1,10 @@
 """Small built-in models for the CLI: an MLP for feature vectors, a CNN for images.
 
 Both end in a linear layer that returns logits, and may start with a Keras
-`Normalization` layer holding training-split statistics.
+`Normalization` layer holding training-split statistics. Under a mixed
+precision policy both of these compute in float32 (raw features beyond
+float16's range or precision, logits for the loss); the layers between
+compute in 16 bits.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def _normalization(mean: Optional[np.ndarray], variance: Optional[np.ndarray]):
         return []
     return [keras.layers.Normalization(mean=np.asarray(mean, np.float32),
                                        variance=np.asarray(variance, np.float32),
-                                       name="normalization")]
+                                       name="normalization", dtype="float32")]
 
 
 def build_mlp(input_shape: Sequence[int], num_classes: int, *,
@@ -42,7 +45,7 @@ def build_mlp(input_shape: Sequence[int], num_classes: int, *,
         layers.append(keras.layers.Dense(width, activation="relu"))
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(num_classes, name="logits"))
+    layers.append(keras.layers.Dense(num_classes, name="logits", dtype="float32"))
     return keras.Sequential(layers, name="mlp")
 
 
@@ -69,7 +72,7 @@ def build_cnn(input_shape: Sequence[int], num_classes: int, *, dropout: float = 
     ]
     if dropout:
         layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(num_classes, name="logits"))
+    layers.append(keras.layers.Dense(num_classes, name="logits", dtype="float32"))
     return keras.Sequential(layers, name="cnn")
 
 

@@ -5,12 +5,14 @@ The one module of `trainer.cli` that calls the library's constructors; their arg
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from callbacks.recall_early_stopping import RecallEarlyStopping
 from callbacks.recall_reduce_lr import RecallReduceLROnPlateau
@@ -22,7 +24,7 @@ from trainer import cross_fit, decisions
 from trainer import data as data_lib
 from trainer.cli import tensorboard_run
 from trainer.cli.config import LossConfig, RecallConfig, RunConfig, TrainingConfig
-from trainer.cli.errors import flags_named
+from trainer.cli.errors import UsageError, flags_named
 from trainer.determinism import enable_determinism, seed_everything
 from trainer.distribute import (
     check_model_dir_writable,
@@ -32,6 +34,7 @@ from trainer.distribute import (
 )
 from trainer.models import build_model
 from trainer.progress import ProgressLogger
+from trainer.tasks import BinaryTask, one_logit_loss
 from trainer.trainer import Trainer
 
 
@@ -127,14 +130,40 @@ def load_bundle(config: RunConfig) -> Any:
       InputDataError: naming the flag, file, row, column and value.
     """
     data = config.data
-    return data_lib.load_data(
+    bundle = data_lib.load_data(
         data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
         test_split=data.test_split, label_column=data.label_column, feature_key=data.feature_key,
         label_key=data.label_key,
         imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.training.seed,
         num_classes=data.num_classes, cache_dir=config.output.model_dir,
         hold_out_validation=config.needs_held_out_split, columns=data.column_options(),
-        class_names=data.class_names, channels_first=data.channels_first)
+        class_names=data.class_names, channels_first=data.channels_first,
+        weight_key=data.weight_key)
+    check_weighted_metrics(data.weighted_metrics, bundle)
+    return bundle
+
+
+def check_weighted_metrics(weighted_metrics: bool, bundle: Any) -> None:
+    """`--weighted_metrics` needs evaluation rows that carry sample weights.
+
+    Raises:
+      UsageError: naming `--weighted_metrics` and what the data lack.
+    """
+    if not weighted_metrics:
+        if bundle.eval.weighted:
+            logging.info("The evaluation rows carry sample weights: the reported metrics count rows "
+                         "(--weighted_metrics sums the weights instead).")
+        return
+    if bundle.eval.weighted:
+        return
+    if bundle.sample_weights is None:
+        raise UsageError("--weighted_metrics counts sample weights in the metrics, and the data have "
+                         "none: give --weight_column (CSV), --weight_key (TFRecord; NPZ: an array 'w' "
+                         "or --weight_key), or drop --weighted_metrics.")
+    raise UsageError(f"--weighted_metrics counts sample weights in the metrics, and the evaluation "
+                     f"rows ({bundle.eval.origin}) have none (the training rows' come from "
+                     f"{bundle.sample_weights}): give evaluation data with the same weight column, "
+                     f"array or key, or drop --weighted_metrics.")
 
 
 # ------------------------------------------------------------------ the parts
@@ -246,18 +275,23 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
     """The Trainer of the config's model, loss and rule on data of these statistics (seeds nothing).
 
     Its progress line names `class_names` and says which split the per-epoch
-    figures are of (`evaluated_on`, e.g. "validation").
+    figures are of (`evaluated_on`, e.g. "validation"). With `--binary_head=sigmoid` the
+    model ends in one logit, the task is `BinaryTask` and `loss` trains in its one-logit
+    form (`trainer.tasks.one_logit_loss`).
     """
     training, output = config.training, config.output
     num_classes = config.data.num_classes
+    one_logit = config.model.one_logit
 
     def model_factory() -> keras.Model:
         architecture = {} if config.model.hidden_units is None else {
             "hidden_units": config.model.hidden_units}
         if config.model.dropout:
             architecture["dropout"] = config.model.dropout
-        return build_model(config.model.model, input_shape, num_classes, feature_mean=feature_mean,
-                           feature_variance=feature_variance, **architecture)
+        with dtype_policy(training.mixed_precision):
+            return build_model(config.model.model, input_shape, 1 if one_logit else num_classes,
+                               feature_mean=feature_mean, feature_variance=feature_variance,
+                               **architecture)
 
     steps_per_epoch = math.ceil(num_examples / training.batch_size) or None
     progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity,
@@ -266,10 +300,26 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
     # The progress line comes last: it shows the weights the controller set this epoch.
     return Trainer(
         model=model_factory, optimizer=lambda: make_optimizer(training),
-        loss=loss, reweighting=rule, num_classes=num_classes, strategy=strategy,
+        loss=one_logit_loss(loss) if one_logit else loss, reweighting=rule, num_classes=num_classes,
+        task=BinaryTask() if one_logit else None, strategy=strategy,
         steps_per_loop=training.steps_per_loop, model_dir=model_dir,
         callbacks=[*callbacks, progress], skip_nonfinite_steps=training.skip_nonfinite_steps,
         jit_compile=resolved_jit_compile(training))
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy is `name` (`--mixed_precision`) inside, and what it was after.
+
+    Layers keep the policy they were built under, so the model is built inside
+    and nothing leaks into the next run of the same process.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def resolved_jit_compile(training: Any) -> str:

@@ -32,6 +32,8 @@ from trainer.models import DEFAULT_HIDDEN_UNITS, pick_model_name
 FLAGS = flags.FLAGS
 
 RECALL_TARGET_MODES = ("target_class", "worst_class")
+# `--mixed_precision`: the Keras dtype policies the built-in models are built under.
+MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 # The per-class metrics `--monitor` may follow as `<metric>/<class>` (`trainer.metrics.flatten_metrics`).
 PER_CLASS_METRICS = ("recall", "precision", "f1")
 
@@ -40,10 +42,12 @@ PER_CLASS_METRICS = ("recall", "precision", "f1")
 # field is compared with the saved run's.
 # `decision_folds` changes only which data chooses the operating point after training, not the
 # model; the fold directories refuse a cross-fit of other folds themselves (`trainer.cross_fit`).
-# `calibrate_probabilities` and `cost_matrix` too: both act after training, on the trained model.
+# `calibrate_probabilities` and `cost_matrix` too: both act after training, on the trained model;
+# and `weighted_metrics`, which only says how the final metrics count.
 UNCOMPARED = ("epochs", "skip_nonfinite_steps", "jit_compile", "strategy", "num_cpu_devices", "tpu",
               "model_dir", "export_dir", "allow_config_change", "verbosity", "decision_folds",
-              "calibrate_probabilities", "cost_matrix", "compare_baseline", "confusion_matrix_every")
+              "calibrate_probabilities", "cost_matrix", "compare_baseline", "confusion_matrix_every",
+              "weighted_metrics")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,8 @@ class DataConfig:
     min_category_count: int = DEFAULT_MIN_CATEGORY_COUNT
     class_names: Optional[Tuple[str, ...]] = None
     channels_first: Optional[bool] = None
+    weight_key: Optional[str] = None
+    weighted_metrics: bool = False
 
     def column_options(self) -> ColumnOptions:
         """How a CSV file's columns are chosen and read (`trainer.data.ColumnOptions`)."""
@@ -93,11 +99,19 @@ class ModelConfig:
       hidden_units: The MLP's hidden widths; None when not given, until `with_data`
         resolves an MLP's to `DEFAULT_HIDDEN_UNITS` (a CNN refuses a given value).
       dropout: Dropout rate after each hidden layer.
+      binary_head: Two classes: `softmax` (two logits) or `sigmoid` (one logit,
+        `trainer.tasks.BinaryTask`).
     """
 
     model: Optional[str]
     hidden_units: Optional[Tuple[int, ...]] = None
     dropout: float = 0.0
+    binary_head: str = "softmax"
+
+    @property
+    def one_logit(self) -> bool:
+        """Whether the model ends in one logit (`--binary_head=sigmoid`)."""
+        return self.binary_head == "sigmoid"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,10 +229,14 @@ class RecallConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """Epochs, batches, optimiser and seeds (`trainer.cli.flag_groups.training`)."""
+    """Epochs, batches, optimiser and seeds (`trainer.cli.flag_groups.training`).
+
+    `batch_size` is None until `RunConfig.with_data` chooses it from the training
+    rows (`automatic_batch_size`).
+    """
 
     epochs: int
-    batch_size: int
+    batch_size: Optional[int]
     learning_rate: float
     steps_per_loop: int
     seed: int
@@ -226,6 +244,7 @@ class TrainingConfig:
     skip_nonfinite_steps: bool
     jit_compile: str = "auto"
     weight_decay: float = 0.0
+    mixed_precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,7 +369,8 @@ class RunConfig:
             recall, target_class=target, monitor=monitor))
 
     def with_data(self, num_classes: int, input_shape: Tuple[int, ...], has_held_out_split: bool, *,
-                  held_out_class_counts: Optional[Sequence[int]] = None) -> "RunConfig":
+                  held_out_class_counts: Optional[Sequence[int]] = None,
+                  num_train_examples: Optional[int] = None) -> "RunConfig":
         """Checks the flags against the loaded data; returns the config with data defaults resolved.
 
         `num_classes` and `model` take the data's values when not given;
@@ -362,6 +382,8 @@ class RunConfig:
           has_held_out_split: Whether the data has a held-out split of the training data.
           held_out_class_counts: Examples per class of that split (for the
             automatic `--decision_folds`; without them it is off).
+          num_train_examples: Rows the model trains on (for the automatic
+            `--batch_size`; without them it is `MAX_AUTOMATIC_BATCH`).
 
         Raises:
           UsageError: naming the flag that does not fit the data.
@@ -378,11 +400,14 @@ class RunConfig:
                 "recall-driven callbacks need a held-out split of the training data, and with "
                 "--eval_dataset there is none (the evaluation data must not steer training). Drop "
                 "--eval_dataset to hold out --validation_split of --dataset.")
+        _check_binary_head_classes(self.model, num_classes)
         folds = choose_decision_folds(self.recall, held_out_class_counts).folds
         return dataclasses.replace(
             self, data=dataclasses.replace(self.data, num_classes=num_classes),
             model=_model_for(self.model, pick_model_name(input_shape)),
-            recall=dataclasses.replace(self.recall, decision_folds=folds))
+            recall=dataclasses.replace(self.recall, decision_folds=folds),
+            training=dataclasses.replace(self.training, batch_size=self.training.batch_size or
+                                         automatic_batch_size(num_train_examples)))
 
 
 # ------------------------------------------------------------------ reading the flags
@@ -407,6 +432,23 @@ def _class_weights(values: Optional[list]) -> Optional[Tuple[float, ...]]:
     except ValueError as error:
         raise UsageError(f"--class_weights must be comma-separated numbers, got "
                          f"{','.join(values)!r}.") from error
+
+
+MIN_AUTOMATIC_BATCH, MAX_AUTOMATIC_BATCH = 64, 256
+STEPS_PER_EPOCH_AIMED_AT = 64
+
+
+def automatic_batch_size(num_train_examples: Optional[int]) -> int:
+    """The default `--batch_size`: the power of two at or below n / 64, within [64, 256].
+
+    Small tables then still take about 64 optimiser steps per epoch (at 256, a
+    1,000-row file takes 4); large data keep 256. Unknown n: 256.
+    """
+    if not num_train_examples:
+        return MAX_AUTOMATIC_BATCH
+    aimed = max(1, num_train_examples // STEPS_PER_EPOCH_AIMED_AT)
+    power = 1 << (aimed.bit_length() - 1)
+    return int(min(MAX_AUTOMATIC_BATCH, max(MIN_AUTOMATIC_BATCH, power)))
 
 
 def _hidden_units(values: Optional[Sequence[str]], given: bool) -> Optional[Tuple[int, ...]]:
@@ -525,10 +567,11 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             missing_values=None if f.missing_values is None else tuple(f.missing_values),
             max_vocabulary=f.max_vocabulary, min_category_count=f.min_category_count,
             class_names=None if f.class_names is None else tuple(f.class_names),
-            channels_first=f.channels_first),
+            channels_first=f.channels_first, weight_key=f.weight_key,
+            weighted_metrics=bool(f.weighted_metrics)),
         model=ModelConfig(model=f.model,
                           hidden_units=_hidden_units(f["hidden_units"].value, f["hidden_units"].present),
-                          dropout=f.dropout),
+                          dropout=f.dropout, binary_head=f.binary_head),
         loss=LossConfig(
             loss=resolve_loss(f.loss, f.reweighting, f.drw_rule), reweighting=f.reweighting,
             class_weights=_class_weights(f.class_weights),
@@ -548,7 +591,7 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
             steps_per_loop=f.steps_per_loop, seed=f.seed, deterministic=f.deterministic,
             skip_nonfinite_steps=f.skip_nonfinite_steps, jit_compile=f.jit_compile,
-            weight_decay=f.weight_decay),
+            weight_decay=f.weight_decay, mixed_precision=f.mixed_precision),
         distribution=DistributionConfig(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices,
                                         tpu=f.tpu),
         output=OutputConfig(model_dir=f.model_dir, export_dir=f.export_dir,
@@ -603,6 +646,7 @@ def check(config: RunConfig, *, explicit_calibrate: Optional[bool] = None) -> No
       ArgumentError: naming the flag and the value out of range.
     """
     _check_loss(config.loss, config.recall)
+    _check_binary_head(config)
     _check_recall(config, explicit_calibrate)
     _check_training(config.training)
     check_number(config.model.dropout, "--dropout", minimum=0.0, maximum=1.0, exclusive_maximum=True)
@@ -633,6 +677,25 @@ def _check_loss(loss: LossConfig, recall: RecallConfig) -> None:
         raise UsageError(f"--reweighting={loss.reweighting} up-weights one class, and "
                          f"--target_class={_show(recall.target_class)} names {len(recall.target_class)}: "
                          f"give one class.")
+
+
+def _check_binary_head(config: RunConfig) -> None:
+    """`--binary_head=sigmoid` with a rule built for one logit per class (EQL v2) is refused."""
+    loss = config.loss
+    if not config.model.one_logit:
+        return
+    if loss.reweighting == "eqlv2" or (loss.reweighting == "drw" and loss.drw_rule == "eqlv2"):
+        raise UsageError(f"--reweighting={loss.reweighting} (EQL v2) acts on one sigmoid logit per class, "
+                         f"and --binary_head=sigmoid trains a single logit for two classes: use "
+                         f"--binary_head=softmax, or another rule (e.g. --reweighting=inverse_frequency).")
+
+
+def _check_binary_head_classes(model: ModelConfig, num_classes: int) -> None:
+    """`--binary_head=sigmoid` needs two-class data."""
+    if model.one_logit and num_classes != 2:
+        raise UsageError(f"--binary_head=sigmoid trains one logit for two classes, and the data has "
+                         f"{num_classes} classes: use --binary_head=softmax (the default) for "
+                         f"{num_classes} classes.")
 
 
 def _check_several_targets(config: RunConfig) -> None:
@@ -707,9 +770,13 @@ def _check_recall(config: RunConfig, explicit_calibrate: Optional[bool]) -> None
 
 def _check_training(training: TrainingConfig) -> None:
     for name in ("epochs", "batch_size", "steps_per_loop"):
-        check_positive_integer(getattr(training, name), f"--{name}")
+        if getattr(training, name) is not None:
+            check_positive_integer(getattr(training, name), f"--{name}")
     check_positive(training.learning_rate, "--learning_rate")
     check_number(training.weight_decay, "--weight_decay", minimum=0.0)
+    if training.mixed_precision not in MIXED_PRECISION_POLICIES:
+        raise UsageError(f"--mixed_precision={training.mixed_precision!r} is not a policy; choose one "
+                         f"of {', '.join(MIXED_PRECISION_POLICIES)}.")
     check_integer(training.seed, "--seed", minimum=0, maximum=2**32 - 1)
 
 

@@ -21,14 +21,15 @@ from trainer.json_files import read_json
 from trainer.prediction import PredictionSummary, predict_file
 
 FLAGS = flags.FLAGS
+PREDICT_BATCH_SIZE = 256  # rows per model call when --batch_size is not given
 # The flag groups `--help` shows for this command.
 FLAG_GROUPS: Tuple[ModuleType, ...] = (prediction_flags,)
 USAGE = """Predict with an exported model on new rows: one output row per input row, in input order.
 
 USAGE: python -m trainer.predict --model_dir=runs/x --input=csv:new.csv --output=pred.csv [--keep_columns=id]
 
-The model is read from --export_dir (default <model_dir>/export); --batch_size is the rows per
-model call; TFRecord inputs are read with the training's --feature_key unless it is given.
+The model is read from --export_dir (default <model_dir>/export); --batch_size (default 256) is the rows
+per model call; TFRecord inputs are read with the training's --feature_key unless it is given.
 
 Output columns: the --keep_columns (verbatim), class_name, class_id (the decided class: the
 model's operating point when it has one, else the most probable class), probability_<class> for
@@ -90,7 +91,8 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> PredictConfig:
     return PredictConfig(
         export_dir=flag_values.export_dir or os.path.join(flag_values.model_dir, "export"),
         input=flag_values.input, output=flag_values.output,
-        keep_columns=tuple(flag_values.keep_columns or ()), batch_size=flag_values.batch_size,
+        keep_columns=tuple(flag_values.keep_columns or ()),
+        batch_size=flag_values.batch_size or PREDICT_BATCH_SIZE,
         feature_key=feature_key, channels_first=trained.get("channels_first"),
         refuse_missing=trained.get("missing") == "error")
 

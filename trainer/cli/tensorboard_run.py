@@ -64,6 +64,7 @@ SETTINGS = (
     Setting("hidden_units", lambda c: c.model.model == "mlp"),
     Setting("dropout"),
     Setting("weight_decay"),
+    Setting("mixed_precision"),
     Setting("epochs"),
     Setting("batch_size"),
     Setting("learning_rate"),

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from trainer import cross_fit
+from trainer import cross_fit, decisions, reporting
 from trainer.checks import ArgumentError
 from trainer.cli import (
     app,
@@ -29,8 +30,10 @@ from trainer.cli import config as config_lib
 from trainer.cli.config import RunConfig
 from trainer.cli.errors import UsageError, flags_named
 from trainer.cli.flag_groups import GROUPS
+from trainer.distribute import is_multi_worker
+from trainer.evaluation import collect_sample_weights
 from trainer.export import export_saved_model
-from trainer.json_files import write_json_atomically
+from trainer.json_files import read_json, to_jsonable, write_json_atomically
 from trainer.metrics import format_decision_table
 
 METRICS_FILENAME = "metrics.json"
@@ -41,8 +44,8 @@ USAGE: python -m trainer.main --dataset=csv:data.csv --label_column=fault --mode
 Writes checkpoints, TensorBoard events, metrics.json, report.html and the exported model under
 --model_dir (with --decision_folds, the fold models under <model_dir>/folds too); the same command on the same
 --model_dir resumes (refused, before training, if its settings or data changed: see
---allow_config_change). Exit status: 0 done, 2 bad flags or data ("error: ..."), 3 a non-finite loss,
-143 preempted after saving a checkpoint.
+--allow_config_change), or, on a run it finished, prints that run's summary again. Exit status:
+0 done, 2 bad flags or data ("error: ..."), 3 a non-finite loss, 143 preempted after saving a checkpoint.
 """
 
 
@@ -66,6 +69,8 @@ def run(config: RunConfig) -> Dict[str, Any]:
     """
     # TensorFlow's own INFO lines (saver internals) would drown the progress line.
     tf.get_logger().setLevel("WARNING")
+    timeline = app.Timeline()
+    timeline.mark("run")  # imports and flags done
     strategy = build.start_runtime(config)
     chief = build.chief(strategy)
     bundle = build.load_bundle(config)
@@ -76,8 +81,13 @@ def run(config: RunConfig) -> Dict[str, Any]:
     cost_matrix.check_cost_matrix_classes(config.recall, bundle.class_names)
     held_out_counts = None if bundle.validation is None else bundle.validation.class_counts
     folds_choice = decision_folds.choose_decision_folds(config.recall, held_out_counts)
+    automatic_batch = config.training.batch_size is None
     config = config.with_data(bundle.num_classes, tuple(bundle.train.input_shape),
-                              bundle.validation is not None, held_out_class_counts=held_out_counts)
+                              bundle.validation is not None, held_out_class_counts=held_out_counts,
+                              num_train_examples=bundle.train.num_examples)
+    if automatic_batch:
+        logging.info("Batch size %d (automatic, from %d training rows; --batch_size sets it).",
+                     config.training.batch_size, bundle.train.num_examples)
     if config.recall.calibrate:
         logging.info("Operating point data (--decision_folds=%d%s): %s.",
                      config.recall.decision_folds, ", automatic" if folds_choice.automatic else "",
@@ -86,19 +96,32 @@ def run(config: RunConfig) -> Dict[str, Any]:
     current = run_fingerprint(config, bundle)
     resume = fingerprint.check_resume(model_dir, current, config.output.allow_config_change,
                                       write=chief)
+    finished = finished_metrics(config, strategy, resume)
+    if finished is not None:
+        timeline.mark("data")
+        _summarize_finished(config, bundle, finished)
+        timeline.mark("summary")
+        logging.info("%s.", timeline.line())
+        return finished
 
     # Cross-fitting reads the training rows into memory and refuses fold files of another
     # cross-fit now, before anything trains.
     rows = _cross_fit_rows(config, bundle) if config.recall.cross_fits else None
     changed = [difference.name for difference in resume.allowed]
+    timeline.mark("data")
     parts = build.build(config, bundle, strategy, changed=changed)
     trainer = parts.trainer
+    timeline.mark("built")
+    trainer.callbacks.append(_FirstSteps(timeline))
     trainer.fit(parts.data.train, total_epochs=config.training.epochs,
                 validation_data=parts.data.validation)
+    timeline.mark("trained")
 
     # The reporting data's logits, once: every figure of the report comes from them.
     logits, labels = trainer.collect_logits(parts.data.eval)
-    argmax = report.argmax_metrics(logits, labels)
+    # --weighted_metrics: each cell of the reported confusion matrices sums its rows' weights.
+    weights = collect_sample_weights(parts.data.eval) if config.data.weighted_metrics else None
+    argmax = report.argmax_metrics(logits, labels, weights)
     measured_on = report.describe_split(bundle.eval)
     point_report, decision_data, choosing = None, None, None
     if config.recall.calibrate:
@@ -115,11 +138,12 @@ def run(config: RunConfig) -> Dict[str, Any]:
             measured_on=measured_on, class_names=bundle.class_names)
     # A resumed run serves the operating point it saved before, if any.
     decision = report.describe_decision(trainer.operating_point, bundle.class_names)
-    served = report.served_metrics(trainer.operating_point, logits, labels)
+    served = report.served_metrics(trainer.operating_point, logits, labels, weights)
     metrics = report.training_metrics(
         served, class_names=bundle.class_names, trainer=trainer, rule=parts.rule,
         flag_values=config_lib.project_flag_values(), config_changes=resume.changes(),
         argmax=argmax, decision=decision, measured_on=measured_on)
+    timeline.mark("evaluated")
     comparison = None
     if baseline.wanted(config):
         logging.info("Training plain cross-entropy for comparison (same data, model, epochs and seed; "
@@ -128,7 +152,10 @@ def run(config: RunConfig) -> Dict[str, Any]:
         comparison = baseline.comparison(_recipe(config), served, baseline.train_baseline(
             config, bundle, strategy), bundle.class_names, measured_on)
         metrics["baseline_comparison"] = comparison
+        timeline.mark("baseline")
     metrics["data_splits"] = bundle.splits_summary()
+    metrics["batch_size"] = config.training.batch_size  # as resolved (`--batch_size` may be automatic)
+    metrics["weighted"] = weights is not None
     metrics["calibration"] = calibration_facts
     metrics["epoch_evaluations_on"] = html_report.epoch_evaluation_data(config, bundle)
     if point_report is not None:
@@ -136,27 +163,118 @@ def run(config: RunConfig) -> Dict[str, Any]:
         metrics["decision_data"] = decision_data
     if chief:
         fingerprint.record_run(model_dir, current, resume)
-        write_json_atomically(os.path.join(model_dir, METRICS_FILENAME), metrics)
         tensorboard_run.write_run_end(
             model_dir, step=int(trainer.global_step.numpy()), served=served, argmax=argmax,
             class_names=bundle.class_names, decision=decision, measured_on=measured_on,
             target_class=config.recall.single_target_class, point=trainer.operating_point,
             chosen_on=None if decision_data is None else decision_data["chosen_on"])
         _export(config, bundle, trainer, calibration)
+        timeline.mark("exported")
         chosen = "" if decision_data is None else f"; chosen on {decision_data['chosen_on']}"
         print(format_decision_table(served, argmax, bundle.class_names, decision=decision,
                                     measured_on=measured_on + chosen,
                                     targets=report.served_targets(trainer.operating_point)))
-        print(f"Wrote {os.path.join(model_dir, METRICS_FILENAME)}; "
-              f"TensorBoard: tensorboard --logdir {model_dir}")
         page = html_report.write_training_report(
             config, bundle, trainer, logits, labels, measured_on=measured_on + chosen, decision=decision,
             calibration=calibration, calibration_facts=calibration_facts,
             epoch_data=metrics["epoch_evaluations_on"])
+        timeline.mark("report")
+        # metrics.json last: with it, the export and the report of this checkpoint are there too
+        # (what `finished_metrics` relies on).
+        write_json_atomically(os.path.join(model_dir, METRICS_FILENAME), metrics)
+        print(f"Wrote {os.path.join(model_dir, METRICS_FILENAME)}; "
+              f"TensorBoard: tensorboard --logdir {model_dir}")
         if comparison is not None:
             print(baseline.format_comparison(comparison))
         print(baseline.next_steps(config, comparison, bundle.class_names, page))
+    logging.info("%s.", timeline.line())
     return metrics
+
+
+def finished_metrics(config: RunConfig, strategy: tf.distribute.Strategy,
+                     resume: fingerprint.ResumeCheck) -> Optional[Dict[str, Any]]:
+    """The run's metrics.json when the same command finished this run before, else None.
+
+    Finished: the latest checkpoint is at `--epochs`, and metrics.json (the
+    last file a run writes) was written at that checkpoint's epoch and step
+    with the same flags, none of them let through by `--allow_config_change`;
+    the export and report.html are there and no older than that checkpoint (a
+    missing report.html counts only when matplotlib is installed). Training
+    again would then train nothing and rewrite the same files. A multi-worker
+    run always takes the whole path (its workers must agree).
+    """
+    model_dir = config.output.model_dir
+    if not resume.resuming or resume.saved is None or resume.allowed or is_multi_worker(strategy):
+        return None
+    try:
+        metrics = read_json(os.path.join(model_dir, METRICS_FILENAME))
+    except (OSError, ValueError):
+        return None
+    flags_now = to_jsonable(config_lib.project_flag_values())
+    if not isinstance(metrics, dict) or metrics.get("flags") != flags_now \
+            or metrics.get("epoch") != config.training.epochs \
+            or ("baseline_comparison" in metrics) != baseline.wanted(config):
+        return None
+    checkpoint = tf.train.latest_checkpoint(fingerprint.checkpoint_dir(model_dir))
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+        trained = (int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")),
+                   int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE")))
+        saved_at = os.path.getmtime(checkpoint + ".index")
+    except (tf.errors.OpError, ValueError, OSError):
+        return None
+    if trained != (metrics["epoch"], metrics.get("step")):
+        return None
+    export_dir = config.output.resolved_export_dir
+    outputs = [os.path.join(model_dir, html_report.FILENAME)]
+    if export_dir is not None:
+        outputs.append(os.path.join(export_dir, "saved_model.pb"))
+    for path in outputs:
+        if not os.path.isfile(path):
+            if path == outputs[0] and not reporting.plotting_available():
+                continue  # no report without matplotlib: the run skipped it too
+            return None
+        if os.path.getmtime(path) < saved_at:
+            return None
+    return metrics
+
+
+def _summarize_finished(config: RunConfig, bundle: Any, metrics: Dict[str, Any]) -> None:
+    """What a finished run prints again, from its metrics.json: the table, the comparison, the next steps."""
+    model_dir = config.output.model_dir
+    chosen_on = (metrics.get("decision_data") or {}).get("chosen_on")
+    chosen = "" if chosen_on is None else f"; chosen on {chosen_on}"
+    print(format_decision_table(metrics, metrics["argmax"], bundle.class_names, decision=metrics["decision"],
+                                measured_on=metrics["measured_on"] + chosen,
+                                targets=report.served_targets(decisions.load(model_dir))))
+    page = os.path.join(model_dir, html_report.FILENAME)
+    page = page if os.path.isfile(page) else None
+    kept = " and ".join(name for name, there in (("the export", config.output.resolved_export_dir),
+                                                  (html_report.FILENAME, page)) if there)
+    print(f"Finished earlier with these flags (epoch {metrics['epoch']} of --epochs="
+          f"{config.training.epochs}, step {metrics['step']}): nothing was trained, exported or drawn "
+          f"again; the table is {os.path.join(model_dir, METRICS_FILENAME)}'s"
+          f"{', and ' + kept + ' are as the run wrote them' if kept else ''}. A larger --epochs trains "
+          f"on. TensorBoard: tensorboard --logdir {model_dir}")
+    comparison = metrics.get("baseline_comparison")
+    if comparison is not None:
+        print(baseline.format_comparison(comparison))
+    print(baseline.next_steps(config, comparison, bundle.class_names, page))
+
+
+class _FirstSteps(keras.callbacks.Callback):
+    """Marks on a `Timeline` when `fit` starts (`training`) and when its first compiled loop of steps
+    (traced, and under `--jit_compile=auto` after the first batch's timed steps) ended (`first_loop`)."""
+
+    def __init__(self, timeline: app.Timeline):
+        super().__init__()
+        self._timeline = timeline
+
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
+        self._timeline.mark("training")
+
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        self._timeline.mark("first_loop")
 
 
 def _recipe(config: RunConfig) -> str:

@@ -1,5 +1,7 @@
 """--hidden_units, --dropout and --weight_decay: the model and optimiser they build, and their errors."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -115,3 +117,24 @@ def test_bad_values_name_the_flag(parse, args, flag, value):
     assert raised.value.argument == flag and raised.value.value == value
     status, message = errors.exit_status_for(raised.value)
     assert status == 2 and flag in message
+
+
+@pytest.mark.parametrize("rows, batch", [(None, 256), (130, 64), (5000, 64), (8191, 64), (8192, 128),
+                                         (16383, 128), (16384, 256), (10**7, 256)])
+def test_automatic_batch_size_aims_at_64_steps_per_epoch_within_64_to_256(parse, rows, batch):
+    assert config_lib.automatic_batch_size(rows) == batch
+    resolved = parse().with_data(3, (5,), True, num_train_examples=rows)
+    assert resolved.training.batch_size == batch
+    given = parse("--batch_size=32").with_data(3, (5,), True, num_train_examples=rows)
+    assert given.training.batch_size == 32
+
+
+def test_a_run_logs_its_automatic_batch_size(tmp_path):
+    from cli_processes import run_cli
+
+    data = write_npz(tmp_path / "data.npz", num_examples=200, num_features=4)
+    result = run_cli(f"--dataset=npz:{data}", f"--model_dir={tmp_path / 'run'}", "--epochs=1",
+                     "--compare_baseline=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"Batch size 64 \(automatic, from 1\d\d training rows; --batch_size sets it\)\.",
+                     result.stderr), result.stderr[-3000:]

@@ -19,3 +19,10 @@ flags.DEFINE_float("dropout", 0.0,
                    "Dropout rate after each hidden layer of the MLP (after the dense layer of the "
                    "CNN), in [0, 1). Dropout acts on activations, not on the loss, so a reweighting "
                    "rule's per-class scale leaves its strength unchanged.")
+flags.DEFINE_enum(
+    "binary_head", "softmax", ["softmax", "sigmoid"],
+    "Two-class data: 'softmax' keeps two logits; 'sigmoid' trains one logit z with "
+    "p(class 1) = sigmoid(z) (binary cross-entropy; the other losses see the two-class logits "
+    "[0, z], so e.g. logit adjustment shifts z by tau * log(n1 / n0)). Decisions, the operating "
+    "point (a threshold on z) and the export (probabilities of both classes) are the same either "
+    "way. Refused for more than two classes.")

@@ -10,7 +10,11 @@ TITLE = "Training"
 flags.DEFINE_integer("epochs", 10,
                      "Total number of epochs (a resumed run trains the remaining ones; a larger "
                      "value continues a finished run).")
-flags.DEFINE_integer("batch_size", 256, "Global batch size (split across replicas).")
+flags.DEFINE_integer("batch_size", None,
+                     "Global batch size (split across replicas). Default: from the training rows n, "
+                     "the power of two at or below n/64 within [64, 256] (64 below 8,192 rows, 256 "
+                     "from 16,384), so a small table still gets about 64 steps per epoch; measured "
+                     "better than 256 on every-size table in scripts/bench_tabular.py's search.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_float("weight_decay", 0.0,
                    "Decoupled weight decay (AdamW; Loshchilov & Hutter 2019) of the kernels, biases "
@@ -33,3 +37,9 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
 flags.DEFINE_bool("skip_nonfinite_steps", False,
                   "Skip (and count) steps whose loss or gradients are NaN or Inf instead of "
                   "stopping with an error (exit status 3).")
+flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Keras dtype policy of the built-in model: 'float32', or 'mixed_float16' / "
+                  "'mixed_bfloat16' (layers compute in 16 bits, variables, the input normalisation and "
+                  "the logits stay float32). float16 adds dynamic loss scaling (a step whose gradients "
+                  "overflow is skipped and the scale halved; not a non-finite error). The export serves "
+                  "float32 inputs and outputs either way.")

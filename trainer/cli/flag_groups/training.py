@@ -13,8 +13,8 @@ flags.DEFINE_integer("epochs", 10,
 flags.DEFINE_integer("batch_size", None,
                      "Global batch size (split across replicas). Default: from the training rows n, "
                      "the power of two at or below n/64 within [64, 256] (64 below 8,192 rows, 256 "
-                     "from 16,384), so a small table still gets about 64 steps per epoch; measured "
-                     "better than 256 on every-size table in scripts/bench_tabular.py's search.")
+                     "from 16,384), so a small table still gets about 64 steps per epoch (chosen "
+                     "on validation rows of scripts/bench_tabular.py's data sets; README).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_float("weight_decay", 0.0,
                    "Decoupled weight decay (AdamW; Loshchilov & Hutter 2019) of the kernels, biases "

@@ -63,7 +63,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -73,6 +73,7 @@ import tensorflow as tf  # noqa: E402
 
 from losses.rules import ClassWeights  # noqa: E402
 from trainer import Trainer  # noqa: E402
+from trainer.cli.build import dtype_policy  # noqa: E402  (the CLI's own: policy in, restored after)
 from trainer.determinism import seed_everything  # noqa: E402
 from trainer.models import build_cnn  # noqa: E402
 
@@ -174,17 +175,6 @@ def describe(device: Dict) -> str:
                       for d in device["gpu_details"])
     return (f"GPU: {', '.join(device['gpus'])}; tf.test.gpu_device_name() = "
             f"{device['gpu_device_name']!r}; {names}")
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Keras's global dtype policy set to `name` inside, the previous one restored after."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 # ------------------------------------------------------------------ workloads

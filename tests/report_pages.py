@@ -95,9 +95,9 @@ def check_figures(page: ReportPage, *, minimum: int) -> None:
 
 
 def sample_report_inputs(num_classes: int = 4, rows: int = 1200, seed: int = 0, names=None,
-                         history: bool = True):
+                         history: bool = True, **overrides):
     """`trainer.reporting.page.ReportInputs` of known random logits: a threshold decision, a calibration,
-    a target class and five epochs of history (as `test_report_page._inputs` builds them).
+    a target class and five epochs of history; `overrides` replace any of its fields.
     """
     from trainer.reporting import curves
     from trainer.reporting.history import EpochHistory
@@ -115,7 +115,7 @@ def sample_report_inputs(num_classes: int = 4, rows: int = 1200, seed: int = 0, 
     epochs = np.arange(1, 6)
     series = {metric: {k: np.c_[epochs, rng.random(5)] for k in range(num_classes)}
               for metric in ("recall", "precision", "class_weight")}
-    return ReportInputs(
+    values = dict(
         heading="Training report", model_dir="/runs/x", dataset="synthetic",
         class_names=names or [f"class {k}" for k in range(num_classes)], labels=labels, logits=logits,
         predictions=predictions, measured_on="the eval split (1,200 rows: test)",
@@ -123,3 +123,5 @@ def sample_report_inputs(num_classes: int = 4, rows: int = 1200, seed: int = 0, 
         probabilities=curves.softmax(logits / 1.5), calibration_note="temperature 1.5", target_class=target,
         target_recall=0.8, history=EpochHistory(series, "/runs/x") if history else None,
         history_note="the validation split (300 rows)")
+    values.update(overrides)
+    return ReportInputs(**values)

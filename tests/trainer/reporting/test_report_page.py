@@ -6,37 +6,14 @@ import time
 import numpy as np
 import pytest
 
-from report_pages import ReportPage, check_figures, png_size
+from report_pages import ReportPage, check_figures, png_size, sample_report_inputs
 from trainer.checks import ArgumentError
-from trainer.reporting import curves, page
-from trainer.reporting.history import EpochHistory
+from trainer.reporting import page
 
 SECTIONS = ["summary", "per-class", "confusion-matrix", "pr-curves", "reliability", "history"]
 
 
-def _inputs(num_classes=4, rows=1200, seed=0, names=None, history=True, **overrides):
-    rng = np.random.default_rng(seed)
-    prior = np.linspace(2.0, 0.4, num_classes) ** 2
-    labels = rng.choice(num_classes, size=rows, p=prior / prior.sum())
-    labels[:num_classes] = np.arange(num_classes)
-    logits = rng.normal(size=(rows, num_classes))
-    logits[np.arange(rows), labels] += 1.5
-    target = num_classes - 1
-    predictions = logits.argmax(axis=1)
-    predictions[curves.softmax(logits)[:, target] > 0.3] = target  # a threshold on the target class
-    epochs = np.arange(1, 6)
-    series = {metric: {k: np.c_[epochs, rng.random(5)] for k in range(num_classes)}
-              for metric in ("recall", "precision", "class_weight")}
-    values = dict(heading="Training report", model_dir="/runs/x", dataset="synthetic",
-                  class_names=names or [f"class {k}" for k in range(num_classes)], labels=labels,
-                  logits=logits, predictions=predictions, measured_on="the eval split (1,200 rows: test)",
-                  decision="threshold 0.3 on the probability of the last class",
-                  probabilities=curves.softmax(logits / 1.5), calibration_note="temperature 1.5",
-                  target_class=target, target_recall=0.8,
-                  history=EpochHistory(series, "/runs/x") if history else None,
-                  history_note="the validation split (300 rows)")
-    values.update(overrides)
-    return page.ReportInputs(**values)
+_inputs = sample_report_inputs
 
 
 def test_the_page_has_every_section_the_table_and_six_figures():

@@ -97,6 +97,7 @@ CLI_RECIPES = {
     "ce_argmax": ("--loss=cross_entropy",),
     "la_argmax": ("--loss=logit_adjusted",),
     "default": ("--target_class={k}", "--target_recall={recall}"),
+    "default_refit": ("--decision_model=refit", "--target_class={k}", "--target_recall={recall}"),
     "controller": ("--reweighting=recall_target", "--target_class={k}", "--target_recall={recall}"),
     "ce_target": ("--loss=cross_entropy", "--target_class={k}", "--target_recall={recall}"),
     "validation_hd": ("--decision_folds=0", "--target_class={k}", "--target_recall={recall}"),
@@ -408,7 +409,8 @@ def keras_logits(data: DataSet, seed: int, splits: Splits, need_out_of_fold: boo
     settings = {"runner": "keras", "recipe": KERAS, "dataset": data.name, "data_sha256": data.digest,
                 "seed": seed, "epochs": args.epochs, "batch_size": args.batch_size,
                 "learning_rate": flags.FLAGS["learning_rate"].default, "class_weight": "balanced",
-                "folds": AUTOMATIC_DECISION_FOLDS, "out_of_fold": need_out_of_fold}
+                "folds": AUTOMATIC_DECISION_FOLDS, "out_of_fold": need_out_of_fold,
+                "fold_models_on_test": True}
     key = settings_key(settings)
     directory = os.path.join(args.work_dir, "keras", f"{data.name}-s{seed}-{key}")
     path = os.path.join(directory, "logits.npz")
@@ -422,7 +424,9 @@ def keras_logits(data: DataSet, seed: int, splits: Splits, need_out_of_fold: boo
             test = model.predict(splits.test[0], batch_size=SERVE_BATCH, verbose=0)
             validation = model.predict(splits.validation[0], batch_size=SERVE_BATCH, verbose=0)
             out_of_fold = np.zeros((0, num_classes), np.float32)
+            ensemble_test = np.zeros((0, num_classes), np.float32)
             if need_out_of_fold:
+                ensemble_test = np.zeros_like(test)
                 out_of_fold = np.zeros((len(y), num_classes), np.float32)
                 fold_ids = cross_fit.stratified_fold_ids(y, AUTOMATIC_DECISION_FOLDS, seed)
                 for index in range(AUTOMATIC_DECISION_FOLDS):
@@ -431,6 +435,8 @@ def keras_logits(data: DataSet, seed: int, splits: Splits, need_out_of_fold: boo
                     fold_model = keras_fit(x[train], y[train], num_classes, flat.mean(axis=0),
                                            flat.var(axis=0), cross_fit.fold_seed(seed, index + 1), args)
                     out_of_fold[held] = fold_model.predict(x[held], batch_size=SERVE_BATCH, verbose=0)
+                    ensemble_test += fold_model.predict(splits.test[0], batch_size=SERVE_BATCH,
+                                                        verbose=0) / AUTOMATIC_DECISION_FOLDS
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "bench_run.json"), "w") as stream:
             json.dump({"settings": settings, "key": key, "commit": made_by, "wall_s": timer.wall_s,
@@ -438,6 +444,7 @@ def keras_logits(data: DataSet, seed: int, splits: Splits, need_out_of_fold: boo
                        f"(model.fit, epochs {args.epochs}, batch {args.batch_size}, seed {seed})"},
                       stream, indent=1)
         np.savez(path + ".tmp.npz", test=test, validation=validation, out_of_fold=out_of_fold,
+                 ensemble_test=ensemble_test,
                  test_labels=splits.test[1], validation_labels=splits.validation[1], train_labels=y)
         os.replace(path + ".tmp.npz", path)
     with open(os.path.join(directory, "bench_run.json")) as stream:
@@ -451,19 +458,23 @@ def keras_logits(data: DataSet, seed: int, splits: Splits, need_out_of_fold: boo
 
 
 def keras_decision(saved: Dict[str, Any], k: int, splits: Splits, target_recall: float) -> Dict[str, Any]:
-    """Our decision procedure on the keras_cw model: the point chosen as the CLI would, served on test."""
+    """Our decision procedure on the keras_cw model: the point chosen as the CLI would, served on test
+    by the model the CLI would serve (the fold models' mean logits when cross-fitted, as
+    `--decision_model=ensemble`, the default; else the model trained on all training rows)."""
     positives = int(np.sum(splits.validation[1] == k))
     if can_show_recall(positives, target_recall, SHOWABLE_CONFIDENCE):
         choosing, labels, chosen_on = saved["validation"], splits.validation[1], "validation_split"
+        served = saved["test"]
     else:
         choosing, labels, chosen_on = saved["out_of_fold"], splits.train[1], "out_of_fold"
-        if len(choosing) != len(labels):
+        served = saved["ensemble_test"]
+        if len(choosing) != len(labels) or len(served) != len(splits.test[1]):
             raise SystemExit("keras_cw: out-of-fold logits needed but not computed")
     point = decisions.calibrate("target_recall", choosing, labels, target_class=k,
                                 target_recall=target_recall, **cli_decision_defaults())
-    recall, precision = recall_precision(point.decide(saved["test"]), splits.test[1], k)
+    recall, precision = recall_precision(point.decide(served), splits.test[1], k)
     return {"recall": recall, "precision": precision, "decision": point.kind, "chosen_on": chosen_on,
-            "logits": saved["test"]}
+            "logits": served}
 
 
 # ------------------------------------------------------------------ the run and the tables

@@ -7,12 +7,15 @@
 # class (12-16 examples of a class with 60-80), too few to place a recall cut-off; chosen on
 # out-of-fold logits it sees every training example of it (scikit-learn's
 # TunedThresholdClassifierCV and CalibratedClassifierCV do this for binary thresholds). The served
-# model is then the one trained on all the training data (the refit), the folds only choose.
+# model is then either the K fold models' ensemble (`keep_models`, `trainer.fold_ensemble`), whose
+# scores on new rows are distributed like the out-of-fold scores the point was chosen on, or the
+# one trained on all the training data (the refit).
 #
 # Files of fold k (1-based, as logged) of a run with `model_dir`:
 #   <model_dir>/folds/<k>/fold.json         written when the fold starts: which rows, folds, seed
 #   <model_dir>/folds/<k>/checkpoints/      the fold Trainer's own checkpoints (it resumes from them)
 #   <model_dir>/folds/<k>/out_of_fold.npz   written atomically when the fold is done: its logits
+#   <model_dir>/folds/<k>/fold_model.weights.h5  written just before: the weights that gave them
 # A rerun reuses every fold whose out_of_fold.npz matches (not retrained), and resumes the first
 # unfinished fold from its checkpoint. In a multi-worker run every worker trains every fold (the
 # Trainer's collectives need all of them); the chief writes the files, and every worker reads the
@@ -26,6 +29,7 @@ import hashlib
 import os
 from typing import Any, Callable, List, Optional, Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -39,6 +43,9 @@ from trainer.trainer import Trainer
 FOLDS_DIRNAME = "folds"
 FOLD_FILENAME = "fold.json"
 OUT_OF_FOLD_FILENAME = "out_of_fold.npz"
+# The fold model's weights as its out-of-fold logits were computed (after any end-of-training
+# callback, e.g. early stopping's best weights), for serving the folds' ensemble.
+FOLD_WEIGHTS_FILENAME = "fold_model.weights.h5"
 # Version of the fold files' format (fold.json, out_of_fold.npz).
 FORMAT = 1
 # `training_arrays` refuses to load more feature bytes than this into memory.
@@ -87,12 +94,14 @@ class OutOfFold:
       labels: int64 `[N]`.
       fold_ids: int64 `[N]`: the 0-based fold that held each row out.
       num_folds: Number of folds.
+      models: The fold models in fold order (`keep_models=True`), else empty.
     """
 
     logits: np.ndarray
     labels: np.ndarray
     fold_ids: np.ndarray
     num_folds: int
+    models: Tuple[keras.Model, ...] = ()
 
     @property
     def num_rows(self) -> int:
@@ -270,6 +279,17 @@ def _save_finished(directory: str, signature: str, epochs: int, held_out: np.nda
     return path
 
 
+def _save_weights(model: keras.Model, path: str) -> None:
+    """`model.save_weights(path)` through a temporary file in the same directory and a rename."""
+    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save_weights(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 # ------------------------------------------------------------------ cross-fitting
 
 
@@ -327,7 +347,7 @@ def out_of_fold_logits(build_trainer: Callable[[Fold], Trainer], features: np.nd
                        seed: int = 0, model_dir: Optional[str] = None,
                        validation_data: Optional[tf.data.Dataset] = None,
                        fold_ids: Optional[np.ndarray] = None,
-                       num_classes: Optional[int] = None) -> OutOfFold:
+                       num_classes: Optional[int] = None, keep_models: bool = False) -> OutOfFold:
     """Trains one model per fold and returns every row's logits from the model that held it out.
 
     For fold k of K: seeds everything with `fold_seed(seed, k)`, calls
@@ -344,6 +364,12 @@ def out_of_fold_logits(build_trainer: Callable[[Fold], Trainer], features: np.nd
     reuses the finished folds (not retrained) and resumes the interrupted one
     from its own checkpoint. A directory written for other rows, folds or
     seed is refused. Logs a `Fold k/K` line as each fold starts and ends.
+
+    With `keep_models`, the fold models are returned too (to serve their
+    ensemble): a finished fold's model is rebuilt with `build_trainer` and
+    restored from its last checkpoint, and its logits on the rows it held
+    out must match the saved ones (else the fold is another model's and it
+    is refused).
 
     Args:
       build_trainer: `Fold -> Trainer`; the Trainer's `model_dir` must be
@@ -362,9 +388,10 @@ def out_of_fold_logits(build_trainer: Callable[[Fold], Trainer], features: np.nd
         out at least one row.
       num_classes: Length of each fold's `class_counts` (the model's classes);
         default the largest label + 1.
+      keep_models: Whether to return the fold models (`OutOfFold.models`).
 
     Returns:
-      The `OutOfFold` logits, labels and fold ids, in the rows' order.
+      The `OutOfFold` logits, labels and fold ids, in the rows' order (and the models).
 
     Raises:
       ArgumentError: naming the argument that is out of range, `model_dir`
@@ -382,6 +409,9 @@ def out_of_fold_logits(build_trainer: Callable[[Fold], Trainer], features: np.nd
     num_classes = largest if num_classes is None else check_integer(num_classes, "num_classes",
                                                                       minimum=largest)
     logits_by_row: Optional[np.ndarray] = None
+    models: List[keras.Model] = []
+    fold_args = dict(num_folds=num_folds, signature=signature, seed=seed, epochs=epochs,
+                     batch_size=batch_size, num_classes=num_classes, validation_data=validation_data)
 
     for index in range(num_folds):
         number = index + 1
@@ -396,25 +426,29 @@ def out_of_fold_logits(build_trainer: Callable[[Fold], Trainer], features: np.nd
         if fold_logits is not None:
             logging.info("Fold %d/%d: finished earlier (%s), not retrained.", number, num_folds,
                          os.path.join(directory, OUT_OF_FOLD_FILENAME))
+            if keep_models:
+                models.append(_restored_fold_model(build_trainer, features, labels, train, held_out,
+                                                   fold_logits, number=number, directory=directory,
+                                                   model_dir=model_dir, **fold_args))
         else:
-            fold_logits = _train_fold(build_trainer, features, labels, train, held_out, number=number,
-                                      num_folds=num_folds, directory=directory, signature=signature,
-                                      seed=seed, epochs=epochs, batch_size=batch_size,
-                                      num_classes=num_classes, validation_data=validation_data)
+            fold_logits, model = _train_fold(build_trainer, features, labels, train, held_out,
+                                             number=number, directory=directory, **fold_args)
+            if keep_models:
+                models.append(model)
         if logits_by_row is None:
             logits_by_row = np.zeros((len(labels), fold_logits.shape[1]), np.float32)
         logits_by_row[held_out] = fold_logits
-    return OutOfFold(logits=logits_by_row, labels=labels, fold_ids=fold_ids, num_folds=num_folds)
+    return OutOfFold(logits=logits_by_row, labels=labels, fold_ids=fold_ids, num_folds=num_folds,
+                     models=tuple(models))
 
 
-def _train_fold(build_trainer: Callable[[Fold], Trainer], features: np.ndarray, labels: np.ndarray,
-                train: np.ndarray, held_out: np.ndarray, *, number: int, num_folds: int,
-                directory: Optional[str], signature: str, seed: int, epochs: int, batch_size: int,
-                num_classes: int, validation_data: Optional[tf.data.Dataset]) -> np.ndarray:
-    """Trains (or resumes) one fold and returns its logits on the rows it holds out."""
+def _fold_trainer(build_trainer: Callable[[Fold], Trainer], features: np.ndarray, labels: np.ndarray,
+                  train: np.ndarray, held_out: np.ndarray, *, number: int, num_folds: int,
+                  directory: Optional[str], seed: int, num_classes: int, warn: bool) -> Trainer:
+    """Seeds fold `number` and builds its Trainer (checked: a Trainer in the fold's directory)."""
     class_counts = np.bincount(labels[train], minlength=num_classes).astype(np.int64)
     absent = [c for c in range(num_classes) if class_counts[c] == 0 and np.any(labels == c)]
-    if absent:
+    if absent and warn:
         logging.warning("Fold %d/%d trains on no example of class(es) %s (too few rows to share "
                         "among %d folds).", number, num_folds, absent, num_folds)
     mean, variance = _moments(features[train])
@@ -429,6 +463,49 @@ def _train_fold(build_trainer: Callable[[Fold], Trainer], features: np.ndarray, 
     if trainer.model_dir != directory:
         raise ValueError(f"build_trainer must give fold {number}'s Trainer model_dir={directory!r} "
                          f"(fold.model_dir), got {trainer.model_dir!r}.")
+    return trainer
+
+
+def _restored_fold_model(build_trainer: Callable[[Fold], Trainer], features: np.ndarray,
+                         labels: np.ndarray, train: np.ndarray, held_out: np.ndarray,
+                         saved_logits: np.ndarray, *, number: int, num_folds: int, directory: str,
+                         model_dir: str, signature: str, seed: int, epochs: int, batch_size: int,
+                         num_classes: int, validation_data: Optional[tf.data.Dataset]) -> keras.Model:
+    """A finished fold's model: its saved weights (else its last checkpoint), checked against its logits."""
+    del signature, epochs, validation_data  # checked by the caller; nothing trains here
+    trainer = _fold_trainer(build_trainer, features, labels, train, held_out, number=number,
+                            num_folds=num_folds, directory=directory, seed=seed,
+                            num_classes=num_classes, warn=False)
+    rows = _dataset(features[held_out], labels[held_out], batch_size, None)
+    trainer.collect_logits(rows)  # builds the model and restores the fold's last checkpoint
+    weights = os.path.join(directory, FOLD_WEIGHTS_FILENAME)
+    source = "its last checkpoint"
+    if os.path.isfile(weights):
+        trainer.model.load_weights(weights)
+        source = weights
+    logits, _ = trainer.collect_logits(rows)
+    if not np.allclose(logits, saved_logits, rtol=1e-4, atol=1e-4):
+        raise ArgumentError(
+            "model_dir", model_dir,
+            f"holds fold {number}/{num_folds} whose model ({source}) gives other logits than the "
+            f"fold's saved out-of-fold logits (largest difference "
+            f"{np.max(np.abs(logits - saved_logits)):.3g}); remove "
+            f"{os.path.join(model_dir, FOLDS_DIRNAME)} to cross-fit again")
+    logging.info("Fold %d/%d: model restored from its checkpoint (to serve the folds' ensemble).",
+                 number, num_folds)
+    return trainer.model
+
+
+def _train_fold(build_trainer: Callable[[Fold], Trainer], features: np.ndarray, labels: np.ndarray,
+                train: np.ndarray, held_out: np.ndarray, *, number: int, num_folds: int,
+                directory: Optional[str], signature: str, seed: int, epochs: int, batch_size: int,
+                num_classes: int, validation_data: Optional[tf.data.Dataset]
+                ) -> Tuple[np.ndarray, keras.Model]:
+    """Trains (or resumes) one fold; returns its logits on the rows it holds out, and its model."""
+    trainer = _fold_trainer(build_trainer, features, labels, train, held_out, number=number,
+                            num_folds=num_folds, directory=directory, seed=seed,
+                            num_classes=num_classes, warn=True)
+    this_seed = fold_seed(seed, number)
     if directory is not None and trainer.is_chief:
         write_json_atomically(os.path.join(directory, FOLD_FILENAME), {
             "format": FORMAT, "signature": signature, "fold": number, "num_folds": num_folds,
@@ -443,11 +520,13 @@ def _train_fold(build_trainer: Callable[[Fold], Trainer], features: np.ndarray, 
         raise RuntimeError(f"fold {number}: the held-out logits came back out of order.")
     logits = np.asarray(logits, np.float32)
     if directory is not None and trainer.is_chief:
+        _save_weights(trainer.model, os.path.join(directory, FOLD_WEIGHTS_FILENAME))
         path = _save_finished(directory, signature, epochs, held_out, logits, labels[held_out])
         logging.info("Fold %d/%d: done; out-of-fold logits of %d rows saved to %s.", number, num_folds,
                      len(held_out), path)
     else:
         logging.info("Fold %d/%d: done.", number, num_folds)
+    model = trainer.model
     del trainer
     gc.collect()
-    return logits
+    return logits, model

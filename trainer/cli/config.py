@@ -21,7 +21,7 @@ from trainer.checks import (
 )
 from trainer.cli import flag_groups
 from trainer.cli.cost_matrix import CostMatrixFile, read_cost_matrix
-from trainer.cli.decision_folds import choose_decision_folds
+from trainer.cli.decision_folds import choose_decision_folds, resolve_decision_model
 from trainer.cli.errors import UsageError
 from trainer.cli.fingerprint import DATA_NAMES
 from trainer.data.csv_source import ColumnOptions
@@ -41,13 +41,14 @@ PER_CLASS_METRICS = ("recall", "precision", "f1")
 # runs (the strategy, XLA on the step) or what happens on a fault, or only observe it. Every other
 # field is compared with the saved run's.
 # `decision_folds` changes only which data chooses the operating point after training, not the
-# model; the fold directories refuse a cross-fit of other folds themselves (`trainer.cross_fit`).
+# model (`decision_model` only which trained model serves it); the fold directories refuse a
+# cross-fit of other folds themselves (`trainer.cross_fit`).
 # `calibrate_probabilities` and `cost_matrix` too: both act after training, on the trained model;
 # and `weighted_metrics`, which only says how the final metrics count.
 UNCOMPARED = ("epochs", "skip_nonfinite_steps", "jit_compile", "strategy", "num_cpu_devices", "tpu",
               "model_dir", "export_dir", "allow_config_change", "verbosity", "decision_folds",
-              "calibrate_probabilities", "cost_matrix", "compare_baseline", "confusion_matrix_every",
-              "weighted_metrics")
+              "decision_model", "calibrate_probabilities", "cost_matrix", "compare_baseline",
+              "confusion_matrix_every", "weighted_metrics")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +139,9 @@ class RecallConfig:
     worst-class controller) is already applied. `decision_folds` is None
     (automatic) until `RunConfig.with_data` resolves it to 0 (the held-out
     split chooses the operating point) or K >= 2 (out-of-fold logits of
-    every training row do; `choose_decision_folds`). `target_class` is an index, or
+    every training row do; `choose_decision_folds`), and `decision_model` (None:
+    automatic) to the model that serves the point ('ensemble' or 'refit';
+    `resolve_decision_model`). `target_class` is an index, or
     a class name until `RunConfig.with_class_names` resolves it. Several recall
     targets (`--target_class=3,4 --target_recall=0.9,0.8`): both are tuples of
     the same length (one target: a value each, as before).
@@ -157,6 +160,7 @@ class RecallConfig:
     calibrate: bool
     max_balanced_accuracy_drop: float
     decision_folds: Optional[int] = None
+    decision_model: Optional[str] = None
     decision_confidence: float = 0.5
     decision_estimator: str = "harrell_davis"
     calibrate_probabilities: bool = True
@@ -401,11 +405,13 @@ class RunConfig:
                 "--eval_dataset there is none (the evaluation data must not steer training). Drop "
                 "--eval_dataset to hold out --validation_split of --dataset.")
         _check_binary_head_classes(self.model, num_classes)
-        folds = choose_decision_folds(self.recall, held_out_class_counts).folds
+        folds_choice = choose_decision_folds(self.recall, held_out_class_counts)
+        served = resolve_decision_model(self.recall.decision_model, folds_choice)
         return dataclasses.replace(
             self, data=dataclasses.replace(self.data, num_classes=num_classes),
             model=_model_for(self.model, pick_model_name(input_shape)),
-            recall=dataclasses.replace(self.recall, decision_folds=folds),
+            recall=dataclasses.replace(self.recall, decision_folds=folds_choice.folds,
+                                       decision_model=served),
             training=dataclasses.replace(self.training, batch_size=self.training.batch_size or
                                          automatic_batch_size(num_train_examples)))
 
@@ -584,7 +590,8 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             early_stopping_patience=f.early_stopping_patience, stop_at_recall=f.stop_at_recall,
             reduce_lr_patience=f.reduce_lr_patience, reduce_lr_factor=f.reduce_lr_factor,
             calibrate=bool(calibrate), max_balanced_accuracy_drop=f.max_balanced_accuracy_drop,
-            decision_folds=f.decision_folds, decision_confidence=f.decision_confidence,
+            decision_folds=f.decision_folds, decision_model=f.decision_model,
+            decision_confidence=f.decision_confidence,
             decision_estimator=f.decision_estimator,
             calibrate_probabilities=bool(f.calibrate_probabilities), cost_matrix=cost_matrix),
         training=TrainingConfig(

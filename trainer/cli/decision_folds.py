@@ -1,6 +1,7 @@
 """The automatic `--decision_folds`: cross-fit when the validation split cannot show the target recall.
 
-`choose_decision_folds` resolves the flag from the recall settings and the validation split's counts.
+`choose_decision_folds` resolves the flag from the recall settings and the validation split's counts;
+`resolve_decision_model` the model that serves a cross-fitted point (`--decision_model`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
+from trainer.cli.errors import UsageError
 from trainer.decisions.cutoffs import can_show_recall, shown_confidence
 
 # The folds the automatic --decision_folds turns on.
@@ -16,6 +18,9 @@ AUTOMATIC_DECISION_FOLDS = 5
 # automatic --decision_folds cross-fits (independent of --decision_confidence, which sets how the
 # cut-off is placed: a split too small to show the target is too small to place it well).
 SHOWABLE_CONFIDENCE = 0.9
+# The model that serves a cross-fitted operating point when --decision_model is not given (chosen by
+# scripts/bench_decisions.py, README "Rare-class decisions").
+DEFAULT_DECISION_MODEL = "ensemble"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +86,21 @@ def choose_decision_folds(recall: Any,
                              f"turns it off)")
     return DecisionFolds(0, True, f"{facts}, enough for {SHOWABLE_CONFIDENCE:.0%}: no "
                                   f"cross-fitting (--decision_folds=K turns it on)")
+
+
+def resolve_decision_model(given: Optional[str], folds: DecisionFolds) -> str:
+    """`--decision_model` resolved: 'ensemble' (the fold models' mean logits) or 'refit'.
+
+    Without cross-fitting only the refit (the model trained on all the
+    training rows) exists; asking for the ensemble then is an error.
+
+    Raises:
+      UsageError: `--decision_model=ensemble` on a run that does not cross-fit.
+    """
+    if not folds.folds:
+        if given == "ensemble":
+            raise UsageError(f"--decision_model=ensemble serves the fold models of a cross-fit, and this "
+                             f"run does not cross-fit ({folds.reason}); give --decision_folds=K, or "
+                             f"drop --decision_model.")
+        return "refit"
+    return given or DEFAULT_DECISION_MODEL

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from trainer import cross_fit, decisions, reporting
+from trainer import cross_fit, decisions, fold_ensemble, reporting
 from trainer.checks import ArgumentError
 from trainer.cli import (
     app,
@@ -92,6 +92,11 @@ def run(config: RunConfig) -> Dict[str, Any]:
         logging.info("Operating point data (--decision_folds=%d%s): %s.",
                      config.recall.decision_folds, ", automatic" if folds_choice.automatic else "",
                      folds_choice.reason)
+        if config.recall.cross_fits:
+            logging.info("Served model (--decision_model=%s): %s.", config.recall.decision_model,
+                         "the mean logits of the fold models, the scores the point is chosen on"
+                         if config.recall.decision_model == "ensemble" else
+                         "the model trained on all the training rows")
     model_dir = config.output.model_dir
     current = run_fingerprint(config, bundle)
     resume = fingerprint.check_resume(model_dir, current, config.output.allow_config_change,
@@ -117,16 +122,23 @@ def run(config: RunConfig) -> Dict[str, Any]:
                 validation_data=parts.data.validation)
     timeline.mark("trained")
 
-    # The reporting data's logits, once: every figure of the report comes from them.
-    logits, labels = trainer.collect_logits(parts.data.eval)
+    point_report, decision_data, choosing, served_model = None, None, None, trainer.model
+    if config.recall.calibrate:
+        choosing, decision_data, fold_models = _choosing_logits(config, bundle, strategy, parts, changed,
+                                                                folds_choice, rows)
+        if fold_models:
+            served_model = fold_ensemble.mean_logits_model(fold_models, bundle.train.input_shape)
+    # The reporting data's logits, once, from the served model: every figure of the report comes
+    # from them.
+    if served_model is trainer.model:
+        logits, labels = trainer.collect_logits(parts.data.eval)
+    else:
+        logits, labels = fold_ensemble.ensemble_logits(served_model, parts.data.eval,
+                                                       decision_logits=trainer.task.decision_logits)
     # --weighted_metrics: each cell of the reported confusion matrices sums its rows' weights.
     weights = collect_sample_weights(parts.data.eval) if config.data.weighted_metrics else None
     argmax = report.argmax_metrics(logits, labels, weights)
     measured_on = report.describe_split(bundle.eval)
-    point_report, decision_data, choosing = None, None, None
-    if config.recall.calibrate:
-        choosing, decision_data = _choosing_logits(config, bundle, strategy, parts, changed,
-                                                   folds_choice, rows)
     calibration, calibration_facts = _calibrate_probabilities(
         config, bundle, parts, choosing, decision_data, logits, labels, measured_on, save=chief)
     if calibration is not None:
@@ -168,7 +180,7 @@ def run(config: RunConfig) -> Dict[str, Any]:
             class_names=bundle.class_names, decision=decision, measured_on=measured_on,
             target_class=config.recall.single_target_class, point=trainer.operating_point,
             chosen_on=None if decision_data is None else decision_data["chosen_on"])
-        _export(config, bundle, trainer, calibration)
+        _export(config, bundle, trainer, served_model, calibration)
         timeline.mark("exported")
         chosen = "" if decision_data is None else f"; chosen on {decision_data['chosen_on']}"
         print(format_decision_table(served, argmax, bundle.class_names, decision=decision,
@@ -314,22 +326,28 @@ def _cross_fit_rows(config: RunConfig, bundle: Any) -> Tuple[np.ndarray, np.ndar
 def _choosing_logits(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, parts: Any,
                      changed: List[str], folds_choice: decision_folds.DecisionFolds,
                      rows: Optional[Tuple[np.ndarray, np.ndarray]]
-                     ) -> Tuple[Tuple[np.ndarray, np.ndarray], Dict[str, Any]]:
-    """The logits and labels the operating point is chosen on, and what they are (for metrics.json).
+                     ) -> Tuple[Tuple[np.ndarray, np.ndarray], Dict[str, Any], Tuple[Any, ...]]:
+    """The logits and labels the operating point is chosen on, what they are (for metrics.json), and
+    the fold models that serve it (`--decision_model=ensemble`; else none).
 
     With `--decision_folds=K`: the out-of-fold logits of every training row
-    (`trainer.cross_fit`); the served model stays the one trained on all of
-    them. Otherwise the validation split's logits (one pass more over it; the
-    data layer never makes it the evaluation data).
+    (`trainer.cross_fit`); the served model is the folds' ensemble or the one
+    trained on all of them (`--decision_model`). Otherwise the validation
+    split's logits (one pass more over it; the data layer never makes it the
+    evaluation data).
     """
     recall = config.recall
-    facts: Dict[str, Any] = {"automatic": folds_choice.automatic, "reason": folds_choice.reason,
-                             "served_model": "trained on all the training rows"}
+    ensemble = recall.cross_fits and recall.decision_model == "ensemble"
+    facts: Dict[str, Any] = {
+        "automatic": folds_choice.automatic, "reason": folds_choice.reason,
+        "decision_model": "ensemble" if ensemble else "refit",
+        "served_model": (f"the mean logits of the {recall.decision_folds} fold models" if ensemble
+                         else "trained on all the training rows")}
     if not recall.cross_fits:
         logits, labels = parts.trainer.collect_logits(parts.data.held_out)
         facts.update(source=f"{bundle.validation.name}_split", folds=0, rows=int(len(labels)),
                      chosen_on=report.describe_split(bundle.validation))
-        return (logits, labels), facts
+        return (logits, labels), facts, ()
     features, labels = rows
     # The recall callbacks of each fold read what the main model's read; without them, nothing.
     validation = parts.data.validation if config.steers_on_held_out_split else None
@@ -339,7 +357,7 @@ def _choosing_logits(config: RunConfig, bundle: Any, strategy: tf.distribute.Str
             num_folds=recall.decision_folds, epochs=config.training.epochs,
             batch_size=config.training.batch_size, seed=config.training.seed,
             model_dir=config.output.model_dir, validation_data=validation,
-            num_classes=config.data.num_classes)
+            num_classes=config.data.num_classes, keep_models=ensemble)
     facts.update(source="out_of_fold", folds=out_of_fold.num_folds, rows=out_of_fold.num_rows,
                  chosen_on=out_of_fold.describe(),
                  folds_dir=os.path.join(config.output.model_dir, cross_fit.FOLDS_DIRNAME))
@@ -348,7 +366,7 @@ def _choosing_logits(config: RunConfig, bundle: Any, strategy: tf.distribute.Str
                                       for k in recall.target_class}
     elif recall.target_class is not None:
         facts["target_class_rows"] = int(np.sum(out_of_fold.labels == recall.target_class))
-    return (out_of_fold.logits, out_of_fold.labels), facts
+    return (out_of_fold.logits, out_of_fold.labels), facts, out_of_fold.models
 
 
 def _calibrate_probabilities(config: RunConfig, bundle: Any, parts: Any,
@@ -388,12 +406,13 @@ def _calibrate_probabilities(config: RunConfig, bundle: Any, parts: Any,
     return calibration, facts
 
 
-def _export(config: RunConfig, bundle: Any, trainer: Any, calibration: Any = None) -> None:
+def _export(config: RunConfig, bundle: Any, trainer: Any, model: Any, calibration: Any = None) -> None:
+    """Exports `model` (the refit, or the folds' ensemble) with the trainer's operating point."""
     export_dir = config.output.resolved_export_dir
     if export_dir is None:
         return
     point = trainer.operating_point
-    export_saved_model(trainer.model, export_dir, input_shape=bundle.train.input_shape,
+    export_saved_model(model, export_dir, input_shape=bundle.train.input_shape,
                        class_names=bundle.class_names, operating_point=point,
                        metadata={"num_classes": bundle.num_classes, "dataset": config.data.dataset,
                                  "label_column": config.data.label_column},

@@ -112,11 +112,18 @@ flags.DEFINE_integer(
     "Choose the operating point on out-of-fold logits of every training row instead of the "
     "held-out split: train this many more models, each on all but one stratified fold of the "
     "training data (checkpointed in <model_dir>/folds/<k>; a killed run resumes at the fold it was "
-    "in), and calibrate on each row's logits from the model that did not train on it. The served "
-    "and exported model stays the one trained on all the training data (the refit). 0: off. "
+    "in), and calibrate on each row's logits from the model that did not train on it. "
+    "--decision_model says which model is served. 0: off. "
     "Default: 5 when the validation split has too few --target_class examples to show "
     "--target_recall (even catching every one of them gives an exact 90% lower confidence bound "
     "below --target_recall: fewer than 22 for 0.9), else off.")
+flags.DEFINE_enum(
+    "decision_model", None, ["ensemble", "refit"],
+    "With --decision_folds: the model the cross-fitted operating point is served on (and the test "
+    "split measured on). 'ensemble': the mean of the fold models' logits, the scores the point was "
+    "chosen on; 'refit': the model trained on all the training rows (also trained either way, for "
+    "its TensorBoard curves). Default: ensemble when cross-fitting (it met the target recall more "
+    "often, README 'Rare-class decisions'). Without cross-fitting the refit is the only model.")
 flags.DEFINE_bool(
     "calibrate_probabilities", True,
     "After training, fit temperature scaling (Guo et al. 2017) on the data that chooses the "

@@ -240,6 +240,74 @@ def test_under_a_mirrored_strategy_each_row_has_its_fold_models_logits(mirrored,
                                    rtol=1e-4, atol=1e-5)
 
 
+# ------------------------------------------------------------------ the fold models (to serve their ensemble)
+
+
+class _BestWeightsAtEnd(keras.callbacks.Callback):
+    """Puts back the first epoch's weights when training ends (as early stopping's best weights do)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.first = [w.copy() for w in self.model.get_weights()]
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.first)
+
+
+def test_keep_models_returns_each_fold_model_and_a_rerun_restores_the_same_ones(uninterrupted, tmp_path):
+    _, features, labels, _, _ = uninterrupted
+    model_dir = str(tmp_path / "kept")
+    new_rows = np.random.default_rng(5).normal(size=(40, NUM_FEATURES)).astype(np.float32)
+    first = cross_fit.out_of_fold_logits(_factory([]), features, labels, num_folds=3, epochs=2,
+                                         batch_size=BATCH, seed=7, model_dir=model_dir, keep_models=True)
+    assert len(first.models) == 3
+    first_logits = [_numpy_logits(model, new_rows) for model in first.models]
+    for index, model in enumerate(first.models):  # model k gave the out-of-fold logits of fold k's rows
+        rows = np.flatnonzero(first.fold_ids == index)
+        np.testing.assert_allclose(first.logits[rows], _numpy_logits(model, features[rows]),
+                                   rtol=1e-4, atol=1e-5)
+        assert os.path.isfile(os.path.join(cross_fit.fold_directory(model_dir, index + 1),
+                                           cross_fit.FOLD_WEIGHTS_FILENAME))
+    assert cross_fit.out_of_fold_logits(_factory([]), features, labels, num_folds=3, epochs=2,
+                                        batch_size=BATCH, seed=7, model_dir=model_dir).models == ()
+    # A rerun trains nothing and rebuilds the same three models from the fold files.
+    calls, begun = [], {}
+    again = cross_fit.out_of_fold_logits(_factory(calls, epochs_begun=begun), features, labels,
+                                         num_folds=3, epochs=2, batch_size=BATCH, seed=7,
+                                         model_dir=model_dir, keep_models=True)
+    assert [fold.number for fold in calls] == [1, 2, 3] and all(not e for e in begun.values())
+    for model, want in zip(again.models, first_logits):
+        np.testing.assert_allclose(_numpy_logits(model, new_rows), want, rtol=1e-6, atol=1e-6)
+    # A fold file whose model does not give the saved logits is refused, naming model_dir.
+    first.models[0].save_weights(os.path.join(cross_fit.fold_directory(model_dir, 2),
+                                              cross_fit.FOLD_WEIGHTS_FILENAME))
+    with pytest.raises(ArgumentError, match="holds fold 2/3 whose model") as caught:
+        cross_fit.out_of_fold_logits(_factory([]), features, labels, num_folds=3, epochs=2,
+                                     batch_size=BATCH, seed=7, model_dir=model_dir, keep_models=True)
+    assert caught.value.argument == "model_dir"
+
+
+def test_kept_models_are_the_weights_that_gave_the_logits_not_the_last_checkpoint(tmp_path):
+    features, labels = _data()
+
+    def build(fold):
+        return Trainer(model=lambda: small_mlp(NUM_FEATURES, NUM_CLASSES, hidden=8, seed=fold.seed),
+                       optimizer=lambda: keras.optimizers.Adam(0.05), num_classes=NUM_CLASSES,
+                       model_dir=fold.model_dir, callbacks=[_BestWeightsAtEnd()])
+
+    model_dir = str(tmp_path / "best")
+    first = cross_fit.out_of_fold_logits(build, features, labels, num_folds=2, epochs=3, batch_size=BATCH,
+                                         seed=2, model_dir=model_dir, keep_models=True)
+    again = cross_fit.out_of_fold_logits(build, features, labels, num_folds=2, epochs=3, batch_size=BATCH,
+                                         seed=2, model_dir=model_dir, keep_models=True)
+    for index, model in enumerate(again.models):
+        rows = np.flatnonzero(first.fold_ids == index)
+        np.testing.assert_allclose(_numpy_logits(model, features[rows]), first.logits[rows],
+                                   rtol=1e-4, atol=1e-5)
+        last = _restored_fold_model(model_dir, index + 1)  # the last checkpoint: epoch 3's weights
+        assert not np.allclose(_numpy_logits(last, features[rows]), first.logits[rows], atol=1e-3)
+
+
 # ------------------------------------------------------------------ data in memory
 
 

@@ -1,9 +1,11 @@
-"""`--decision_folds`: the point chosen on out-of-fold logits, served by the refit; its default; resumes."""
+"""`--decision_folds`: the point chosen on out-of-fold logits, served by the folds' ensemble or the refit;
+its default; resumes."""
 
 import glob
 import hashlib
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -16,6 +18,7 @@ from trainer import cross_fit
 from trainer.cli import build, decision_folds
 from trainer.cli import config as config_lib
 from trainer.cli.errors import UsageError
+from trainer.models import build_model
 
 FLAGS = flags.FLAGS
 RARE = 2
@@ -118,22 +121,75 @@ def test_decision_folds_chooses_on_the_out_of_fold_logits_of_every_training_row(
     assert point["validation_precision"] == pytest.approx(precision, abs=1e-9)
 
 
-def test_the_export_serves_the_refit_with_the_cross_fitted_point(cross_fitted, data_path):
-    model_dir, _ = cross_fitted
-    bundle, (features, _) = _training_rows(data_path)
+def _fold_models(model_dir, features, labels, num_classes, num_folds=3, seed=3):
+    """Each fold's model rebuilt as the CLI builds it (normalised with its training rows' moments, which
+    are constants of the model, not weights) and loaded from its saved weights."""
+    models = []
+    fold_ids = cross_fit.stratified_fold_ids(labels, num_folds, seed)
+    for number in range(1, num_folds + 1):
+        rows = features[fold_ids != number - 1].astype(np.float64)
+        model = build_model(None, features.shape[1:], num_classes, feature_mean=rows.mean(axis=0),
+                            feature_variance=rows.var(axis=0))
+        model.load_weights(os.path.join(cross_fit.fold_directory(str(model_dir), number),
+                                        cross_fit.FOLD_WEIGHTS_FILENAME))
+        models.append(model)
+    return models
+
+
+def _served(export_dir, features):
+    out = tf.saved_model.load(str(export_dir)).signatures["serving_default"](features=tf.constant(features))
+    return out["logits"].numpy(), out["class_id"].numpy()
+
+
+def test_the_export_serves_the_fold_models_mean_logits_with_the_cross_fitted_point(cross_fitted, data_path):
+    model_dir, result = cross_fitted
+    assert "Served model (--decision_model=ensemble): the mean logits of the fold models" in result.stderr
+    bundle, (features, labels) = _training_rows(data_path)
     point = json.loads((model_dir / "operating_point.json").read_text())
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["decision_data"]["decision_model"] == "ensemble"
+    assert metrics["decision_data"]["served_model"] == "the mean logits of the 3 fold models"
     metadata = json.loads((model_dir / "export" / "assets.extra" / "metadata.json").read_text())
     assert metadata["operating_point"] == point
-    serve = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
-    out = serve(features=tf.constant(features[:64]))
-    served_logits = out["logits"].numpy()
-    np.testing.assert_array_equal(out["class_id"].numpy(), _decide(point, served_logits))
-    # The served model is the main run's (trained on all training rows), not a fold model's.
-    oof_logits, _, oof_rows = _out_of_fold_files(model_dir, 3)
-    by_row = np.empty_like(oof_logits)
-    by_row[oof_rows] = oof_logits
-    assert not np.allclose(served_logits, by_row[:64], atol=1e-3)
+    served_logits, class_id = _served(model_dir / "export", features[:64])
+    np.testing.assert_array_equal(class_id, _decide(point, served_logits))
+    # The oracle: the three fold models, rebuilt from their weights, averaged in NumPy.
+    models = _fold_models(model_dir, features, labels, 3)
+    mean = np.mean([np.asarray(m(features[:64], training=False)) for m in models], axis=0)
+    np.testing.assert_allclose(served_logits, mean, rtol=1e-4, atol=1e-4)
+    # metrics.json's served figures are the export's decisions on the test split.
+    test_x, test_y = cross_fit.training_arrays(bundle.eval)
+    _, test_decided = _served(model_dir / "export", test_x)
+    recall, precision = _recall_precision(test_y, test_decided, RARE)
+    assert metrics["operating_point"]["eval_recall"] == pytest.approx(recall, abs=1e-9)
+    assert metrics["operating_point"]["eval_precision"] == pytest.approx(precision, abs=1e-9)
+
+
+def test_decision_model_refit_serves_the_model_trained_on_all_rows_without_training_again(
+        cross_fitted, data_path, tmp_path):
+    reference_dir, _ = cross_fitted
+    model_dir = tmp_path / "refit"
+    shutil.copytree(reference_dir, model_dir)
+    result = run_cli(*_args(data_path, model_dir, "--decision_model=refit"), timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Fold 1/3: training on" not in result.stderr and "Resumed from" in result.stderr
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["decision_data"]["decision_model"] == "refit"
+    assert json.loads((model_dir / "operating_point.json").read_text()) == \
+        json.loads((reference_dir / "operating_point.json").read_text())
+    bundle, (features, _) = _training_rows(data_path)
+    refit_logits, _ = _served(model_dir / "export", features[:64])
+    ensemble_logits, _ = _served(reference_dir / "export", features[:64])
+    assert not np.allclose(refit_logits, ensemble_logits, atol=1e-3)
     assert (model_dir / "checkpoints" / "checkpoint").is_file()
+
+
+def test_decision_model_ensemble_without_a_cross_fit_is_refused(data_path, tmp_path):
+    result = run_cli(*_args(data_path, tmp_path / "run", "--decision_folds=0", "--decision_model=ensemble"),
+                     timeout=120)
+    assert result.returncode != 0
+    assert "--decision_model=ensemble serves the fold models of a cross-fit" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def _tree_digest(directory):

@@ -10,11 +10,12 @@ for training form a pool of new rows, and the served decision is measured on all
   soil, vegetation stubble cut to 150, 100, 60), except that a class the profile keeps whole keeps
   70% (so that every class has new rows). The kept rows are the CLI's `--dataset` (it holds out its
   validation split and trains on the rest); the others are `--eval_dataset`, which no choice sees.
-- Cases: every class with at most 10% of the largest class's training rows and at least
-  `--min_train_rows` of them, seeds `--seeds`, `--target_recall` (the CLI default decision:
+- Cases: every class with at most `--max_share` (15%) of the largest class's training rows and
+  at least `--min_train_rows` of them (letter: P, Q, R; satellite: cotton crop, damp grey soil,
+  vegetation stubble), seeds `--seeds`, `--target_recall` (the CLI default decision:
   Harrell-Davis cut-off on out-of-fold logits, 5 folds).
-- Recipes: `--decision_model=ensemble` and `--decision_model=refit` (everything else the CLI's
-  defaults; `--epochs`, `--batch_size`).
+- Recipes: `--decision_folds=5` with `--decision_model=ensemble` or `--decision_model=refit`
+  (everything else the CLI's defaults; `--epochs`, `--batch_size`).
 - Figures, from the export's decisions on the pool: the recall of the class (TPR, on hundreds of
   positives), and the precision it would have at the class's training prevalence pi: pi TPR /
   (pi TPR + sum_j pi_j FPR_j), FPR_j the share of class j's new rows decided k (the pool's class
@@ -39,7 +40,9 @@ import bench_decisions as bench  # scripts/ is on sys.path when this script runs
 import numpy as np
 import tensorflow as tf
 
-RECIPES = {"ensemble": ("--decision_model=ensemble",), "refit": ("--decision_model=refit",)}
+# Both cross-fit (5 folds, as the automatic default does for a class the validation split cannot show).
+RECIPES = {"ensemble": ("--decision_folds=5", "--decision_model=ensemble"),
+           "refit": ("--decision_folds=5", "--decision_model=refit")}
 WHOLE_CLASS_SHARE = 0.7
 SOURCES = {"letter_lt": ("letter.csv", None),
            "satellite_lt": ("satellite.csv", {"cotton crop": 150, "damp grey soil": 100,
@@ -122,6 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--target_recall", type=float, default=0.9)
     parser.add_argument("--min_train_rows", type=int, default=30)
+    parser.add_argument("--max_share", type=float, default=0.15)
     parser.add_argument("--work_dir", default=os.path.join("runs", "bench_decision_transfer"))
     parser.add_argument("--data_dir", default=bench.DATA_DIR)
     parser.add_argument("--json_out", default="")
@@ -144,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             prior = np.bincount(train_labels, minlength=len(class_names)) / len(train_labels)
             labels = np.array([class_names.index(n) for n in pool_names])
             for k in range(len(class_names)):
-                if not (args.min_train_rows <= counts[k] <= 0.1 * counts.max()):
+                if not (args.min_train_rows <= counts[k] <= args.max_share * counts.max()):
                     continue
                 for recipe in args.recipes.split(","):
                     bench.CLI_RECIPES[f"transfer_{recipe}"] = (

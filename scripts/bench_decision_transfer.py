@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import random
@@ -139,11 +140,14 @@ def refit_of(trained: Dict[str, Any]) -> Dict[str, Any]:
     command = shlex.split(trained["command"])
     command = [f"--model_dir={run_dir}" if a.startswith("--model_dir=") else
                "--decision_model=refit" if a == "--decision_model=ensemble" else a for a in command]
+    folds = sorted(glob.glob(os.path.join(run_dir, "folds", "*", "out_of_fold.npz")))
+    before = [os.path.getmtime(path) for path in folds]
     with bench.Timer() as timer:
         done = subprocess.run(command, cwd=bench.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     error = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-600:]}"
-    if error is None and ("training on" in done.stderr or "Resumed from" not in done.stderr):
+    retrained = not folds or [os.path.getmtime(path) for path in folds] != before
+    if error is None and (retrained or "Nothing to train" not in done.stderr):
         error = "the refit rerun trained again: " + done.stderr.strip()[-600:]
     record = dict(trained, run_dir=run_dir, command=shlex.join(command), error=error,
                   cpu_s=trained["cpu_s"] + timer.cpu_s, wall_s=trained["wall_s"] + timer.wall_s)

@@ -98,6 +98,7 @@ CLI_RECIPES = {
     "la_argmax": ("--loss=logit_adjusted",),
     "default": ("--target_class={k}", "--target_recall={recall}"),
     "default_refit": ("--decision_model=refit", "--target_class={k}", "--target_recall={recall}"),
+    "iw_target": ("--reweighting=inverse_frequency", "--target_class={k}", "--target_recall={recall}"),
     "controller": ("--reweighting=recall_target", "--target_class={k}", "--target_recall={recall}"),
     "ce_target": ("--loss=cross_entropy", "--target_class={k}", "--target_recall={recall}"),
     "validation_hd": ("--decision_folds=0", "--target_class={k}", "--target_recall={recall}"),

@@ -3,13 +3,14 @@
 The `Trainer` asks its `Task` everything that depends on the kind of target, so
 the loop never branches on it. `MulticlassTask` (softmax over `K >= 2` logits,
 integer labels `[batch]`) is the default; `BinaryTask` trains a one-logit model
-(sigmoid; `one_logit_loss` turns a two-class loss into its one-logit form). Multi-label and
-per-position tasks implement the same methods.
+(sigmoid; `one_logit_loss` turns a two-class loss into its one-logit form); `PerPositionTask`
+trains a label per position (segmentation masks, token tags: logits `[batch, d1, ..., dk, K]`),
+every position counted as an example. A multi-label task implements the same methods.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import keras
 import numpy as np
@@ -63,6 +64,34 @@ class Task:
     def shift_logits(self, model_logits: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
         """The model's logits with a rule's per-class offsets `[K]` added (margins in the loss)."""
         return model_logits + tf.cast(offsets, model_logits.dtype)
+
+    def positions(self, model_logits: tf.Tensor, labels: tf.Tensor, sample_weight: Optional[tf.Tensor]
+                  ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
+        """The counted examples of a batch: `(logits [n, ...], labels [n], sample weights [n] or None)`.
+
+        The loss, the rule, the metrics and the loss's divisor (the counted
+        examples of the global batch) all see these. Identity for one label per
+        example; a per-position task flattens positions and drops ignored ones.
+        Runs inside the gradient tape.
+        """
+        return model_logits, labels, sample_weight
+
+    @property
+    def xla_compatible(self) -> bool:
+        """Whether the step keeps static shapes (XLA can compile it)."""
+        return True
+
+    def check_label_shape(self, labels_shape: tf.TensorShape, logits_shape: tf.TensorShape) -> None:
+        """Refuses labels that cannot fit the model's output, before any tracing.
+
+        Args:
+          labels_shape: Of a batch of labels.
+          logits_shape: The model's output for one example (batch axis first).
+
+        Raises:
+          ArgumentError: naming `labels`.
+        """
+        del labels_shape, logits_shape  # one label per example: the step's own checks cover it
 
 
 class MulticlassTask(Task):
@@ -165,6 +194,89 @@ class BinaryTask(Task):
         offsets = tf.cast(offsets, model_logits.dtype)
         return model_logits + (offsets[1] - offsets[0])
 
+
+
+class PerPositionTask(MulticlassTask):
+    """A class per position: logits `[batch, d1, ..., dk, K]`, integer labels `[batch, d1, ..., dk]`.
+
+    Segmentation masks (`k = 2`) and token tags (`k = 1`). Every position is
+    an example: the loss, the rule (each position's gradient weighted by its
+    label's class), the confusion matrix and every per-class metric count
+    positions. Positions labelled `ignore_label` (e.g. 255 or -1) are dropped
+    from all of them. The loss is the sum of the counted positions' losses
+    divided by the number of counted positions in the global batch; Keras's
+    default reduction of a per-position loss divides by every position of the
+    batch, ignored or not (the same when nothing is ignored; with ignored
+    positions Keras's loss is smaller by the ignored share). Sample weights
+    may be per example (`[batch]`, spread over its positions) or per position.
+    Dropping positions gives the step dynamic shapes, so with an `ignore_label`
+    it is not compiled by XLA (`jit_compile="auto"` then runs it plain).
+
+    Args:
+      ignore_label: The label of positions to ignore, or None; must not be a class index.
+    """
+
+    name = "per_position"
+
+    def __init__(self, ignore_label: Optional[int] = None):
+        if ignore_label is not None and (isinstance(ignore_label, bool) or int(ignore_label) != ignore_label):
+            raise ArgumentError("ignore_label", ignore_label, "must be an integer (or None)")
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
+
+    def check_num_classes(self, num_classes: Optional[int], output_width: Optional[int]) -> int:
+        num_classes = super().check_num_classes(num_classes, output_width)
+        if self.ignore_label is not None and 0 <= self.ignore_label < num_classes:
+            raise ArgumentError("ignore_label", self.ignore_label,
+                                f"must not be a class index (0..{num_classes - 1}): positions of that "
+                                f"class would be dropped")
+        return num_classes
+
+    def class_labels(self, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+        labels = tf.cast(labels, tf.int32)
+        counted = labels if self.ignore_label is None else tf.where(
+            tf.equal(labels, self.ignore_label), tf.zeros_like(labels), labels)
+        checks = [
+            tf.debugging.assert_non_negative(counted, message="labels must be >= 0 (or the ignore_label)"),
+            tf.debugging.assert_less(counted, num_classes, message=f"labels must be < num_classes="
+                                                                   f"{num_classes} (or the ignore_label)"),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
+
+    def check_label_shape(self, labels_shape: tf.TensorShape, logits_shape: tf.TensorShape) -> None:
+        positions = tf.TensorShape(logits_shape)[1:-1]
+        labels_shape = tf.TensorShape(labels_shape)
+        if labels_shape.rank is None or positions.rank is None:
+            return
+        per_example = labels_shape[1:]
+        if per_example.rank == positions.rank + 1 and per_example[-1] == 1:
+            per_example = per_example[:-1]
+        if per_example.rank != positions.rank or not per_example.is_compatible_with(positions):
+            dims = ", ".join(str(d) for d in positions.as_list())
+            raise ArgumentError("labels", f"batches of shape {labels_shape}",
+                                f"must hold one label per position of the model's output: shape "
+                                f"[batch, {dims}] for logits of shape [batch, {dims}, "
+                                f"{tf.TensorShape(logits_shape)[-1]}]")
+
+    def positions(self, model_logits: tf.Tensor, labels: tf.Tensor, sample_weight: Optional[tf.Tensor]
+                  ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
+        width = model_logits.shape[-1] if model_logits.shape[-1] is not None else tf.shape(model_logits)[-1]
+        logits = tf.reshape(model_logits, [-1, width])
+        labels = tf.reshape(labels, [-1])
+        weights = None
+        if sample_weight is not None:
+            batch = tf.shape(model_logits)[0]
+            weights = tf.reshape(tf.cast(sample_weight, tf.float32), [batch, -1])
+            weights = tf.reshape(tf.broadcast_to(weights, [batch, tf.shape(logits)[0] // batch]), [-1])
+        if self.ignore_label is not None:
+            keep = tf.not_equal(labels, self.ignore_label)
+            logits, labels = tf.boolean_mask(logits, keep), tf.boolean_mask(labels, keep)
+            weights = None if weights is None else tf.boolean_mask(weights, keep)
+        return logits, labels, weights
+
+    @property
+    def xla_compatible(self) -> bool:
+        return self.ignore_label is None
 
 
 # Losses that take a one-logit model's logit `[batch, 1]` and 0/1 targets as they are.

@@ -17,7 +17,7 @@ from absl import logging
 
 from losses.rules import ReweightingRule, TrainingContext
 from trainer.checkpointing import RunCheckpoint
-from trainer.checks import check_positive_integer
+from trainer.checks import ArgumentError, check_positive_integer
 from trainer.distribute import global_batch_size, is_chief, shard_by_data, worker_directory
 from trainer.evaluation import EvaluationResult, collect_outputs, concatenate
 from trainer.fault_tolerance import FaultTolerance, TrainMetricsState
@@ -183,6 +183,11 @@ class Trainer:
         self.steps_per_loop = check_positive_integer(steps_per_loop, "steps_per_loop")
         self.max_checkpoints = check_positive_integer(max_checkpoints, "max_checkpoints")
         self.jit_compile = check_jit_compile(jit_compile)
+        if self.jit_compile is True and not self.task.xla_compatible:
+            raise ArgumentError("jit_compile", True,
+                                f"cannot be True for this {self.task.name} task: its step drops examples "
+                                f"(e.g. positions of an ignore_label), so its shapes are not static; "
+                                f"use False or 'auto'")
         self.jit_measurement = Measurement()
         self.jit_choice: Optional[JitChoice] = None
         self.model_dir = model_dir
@@ -220,6 +225,7 @@ class Trainer:
         self._eval_fn = None
         self._forward_fn = None
         self._forward_with_loss_fn = None
+        self._logits_shape: Optional[tf.TensorShape] = None
 
     @staticmethod
     def _counter(name: str) -> tf.Variable:
@@ -292,11 +298,12 @@ class Trainer:
 
     def _build(self, element_spec) -> None:
         with self.strategy.scope():
+            features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
             if not self.model.built or not self.model.variables:
-                features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
                 dummy = tf.zeros([1] + list(features_spec.shape[1:]), features_spec.dtype)
                 logits = self.model(dummy, training=False)
                 self.task.check_num_classes(self.num_classes, logits.shape[-1])
+                self._logits_shape = logits.shape
             # Built before the first trace (Keras issue 23085: a stateful
             # optimizer first built inside a replica fails under 2 replicas).
             self.optimizer.build(self.model.trainable_variables)
@@ -411,6 +418,8 @@ class Trainer:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits, regularization = (forward or self._training_forward)(features)
+            # The counted examples (a per-position task's positions), inside the tape.
+            logits, labels, sample_weight = self.task.positions(logits, labels, sample_weight)
         context = self._training_context()
         per_example, loss, grad_logits = self._loss_and_logit_gradient(labels, logits, context,
                                                                        sample_weight)
@@ -434,7 +443,8 @@ class Trainer:
     def eval_step(self, batch) -> None:
         """Updates the evaluation metrics with one replica's batch."""
         features, labels, sample_weight = self._unpack(batch)
-        logits = self._model_logits(features)
+        logits, labels, sample_weight = self.task.positions(self._model_logits(features), labels,
+                                                            sample_weight)
         self.eval_loss.update_state(self._weighted_loss(labels, logits, sample_weight))
         self.eval_confusion.update_state(labels, self.task.decision_logits(logits))
 
@@ -449,10 +459,14 @@ class Trainer:
         """
         return self.task.decision_logits(self._model_logits(features))
 
-    def _forward_with_loss(self, features, labels, sample_weight=None) -> Tuple[tf.Tensor, tf.Tensor]:
-        logits = self._model_logits(features)
+    def _forward_with_loss(self, features, labels, sample_weight=None
+                           ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`(decision logits, weighted losses, labels)` of a batch's counted examples."""
         labels = self.task.class_labels(labels, self.num_classes)
-        return self.task.decision_logits(logits), self._weighted_loss(labels, logits, sample_weight)
+        logits, labels, sample_weight = self.task.positions(self._model_logits(features), labels,
+                                                            sample_weight)
+        return (self.task.decision_logits(logits), self._weighted_loss(labels, logits, sample_weight),
+                tf.cast(labels, tf.int64))
 
     def _xla_update(self) -> Callable:
         """`_update` compiled with XLA as far as the strategy allows (`trainer.jit.xla_scope`)."""
@@ -539,7 +553,15 @@ class Trainer:
         if cardinality == 0:
             raise ValueError(f"{argument} is empty.")
         self._prepare(spec)
+        self.task.check_label_shape(spec[1].shape, self._output_shape(spec[0]))
         return cardinality
+
+    def _output_shape(self, features_spec: tf.TensorSpec) -> tf.TensorShape:
+        """The model's output shape for one example of `features_spec` (batch axis 1)."""
+        if self._logits_shape is None:
+            dummy = tf.zeros([1] + list(features_spec.shape[1:]), features_spec.dtype)
+            self._logits_shape = self.model(dummy, training=False).shape
+        return self._logits_shape
 
     def _distribute(self, data: tf.data.Dataset, argument: str):
         cardinality = self._check_dataset(data, argument)
@@ -690,6 +712,10 @@ class Trainer:
         elif self.jit_compile != "auto":
             choice = JitChoice(jit_compile=bool(self.jit_compile), how="given",
                                scope=facts["xla_scope"], facts=facts)
+        elif not self.task.xla_compatible:
+            choice = JitChoice(jit_compile=False, how="fallback", scope=facts["xla_scope"], facts=facts,
+                               reason=f"the {self.task.name} task's step drops examples (dynamic "
+                                      f"shapes), which XLA cannot compile")
         else:
             choice = load_choice(self.model_dir, facts)
             optional = None if choice else iterator.get_next_as_optional()
@@ -785,9 +811,9 @@ class Trainer:
             if self._forward_with_loss_fn is None:
                 self._forward_with_loss_fn = tf.function(self._forward_with_loss,
                                                          reduce_retracing=True)
-            outputs, labels = collect_outputs(self._forward_with_loss_fn, data)
+            outputs, _ = collect_outputs(self._forward_with_loss_fn, data)
             return EvaluationResult.from_logits(
-                concatenate(outputs, 0), np.concatenate(labels),
+                concatenate(outputs, 0), concatenate(outputs, 2),
                 loss=float(np.mean(concatenate(outputs, 1))), epoch=epoch, step=step)
         distributed, _ = self._distribute(data, "data")
         if self._eval_fn is None:
@@ -815,9 +841,10 @@ class Trainer:
     def collect_logits(self, data: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
         """`(logits float32 [N, K], labels int64 [N])` of a dataset of `(features, labels)` batches."""
         self._check_dataset(data, "data")
-        forward = self._forward()
-        outputs, labels = collect_outputs(lambda features, *_: (forward(features),), data)
-        return concatenate(outputs, 0), np.concatenate(labels)
+        if self._forward_with_loss_fn is None:
+            self._forward_with_loss_fn = tf.function(self._forward_with_loss, reduce_retracing=True)
+        outputs, _ = collect_outputs(self._forward_with_loss_fn, data)
+        return concatenate(outputs, 0), concatenate(outputs, 2)
 
     # ------------------------------------------------------- prediction
 

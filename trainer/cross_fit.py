@@ -491,8 +491,8 @@ def _restored_fold_model(build_trainer: Callable[[Fold], Trainer], features: np.
             f"fold's saved out-of-fold logits (largest difference "
             f"{np.max(np.abs(logits - saved_logits)):.3g}); remove "
             f"{os.path.join(model_dir, FOLDS_DIRNAME)} to cross-fit again")
-    logging.info("Fold %d/%d: model restored from its checkpoint (to serve the folds' ensemble).",
-                 number, num_folds)
+    logging.info("Fold %d/%d: model restored from %s (to serve the folds' ensemble).", number,
+                 num_folds, source)
     return trainer.model
 
 

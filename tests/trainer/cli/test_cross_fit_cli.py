@@ -48,9 +48,9 @@ def data_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cross_fitted(data_path, tmp_path_factory):
-    """A --decision_folds=3 run (uninterrupted), its model_dir and output."""
+    """A --decision_folds=3 --decision_model=ensemble run (uninterrupted), its model_dir and output."""
     model_dir = tmp_path_factory.mktemp("cross_fit_cli") / "run"
-    result = run_cli(*_args(data_path, model_dir), timeout=240)
+    result = run_cli(*_args(data_path, model_dir, "--decision_model=ensemble"), timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
     return model_dir, result
 
@@ -184,6 +184,17 @@ def test_decision_model_refit_serves_the_model_trained_on_all_rows_without_train
     assert (model_dir / "checkpoints" / "checkpoint").is_file()
 
 
+def test_the_default_decision_model_is_the_refit_and_ensemble_needs_a_cross_fit():
+    folds = decision_folds.DecisionFolds(5, True, "too few")
+    assert decision_folds.resolve_decision_model(None, folds) == "refit"
+    assert decision_folds.resolve_decision_model("ensemble", folds) == "ensemble"
+    off = decision_folds.DecisionFolds(0, True, "the validation split shows it")
+    assert decision_folds.resolve_decision_model(None, off) == "refit"
+    assert decision_folds.resolve_decision_model("refit", off) == "refit"
+    with pytest.raises(UsageError, match="the validation split shows it"):
+        decision_folds.resolve_decision_model("ensemble", off)
+
+
 def test_decision_model_ensemble_without_a_cross_fit_is_refused(data_path, tmp_path):
     result = run_cli(*_args(data_path, tmp_path / "run", "--decision_folds=0", "--decision_model=ensemble"),
                      timeout=120)
@@ -207,7 +218,8 @@ def test_a_run_killed_in_fold_2_resumes_there_and_ends_like_an_uninterrupted_one
     reference_dir, _ = cross_fitted
     model_dir = tmp_path / "killed"
     fold_2 = cross_fit.fold_directory(str(model_dir), 2)
-    process = start_cli(_args(data_path, model_dir, "--export_dir=none"), log_path=tmp_path / "first.log")
+    flags_used = _args(data_path, model_dir, "--export_dir=none", "--decision_model=ensemble")
+    process = start_cli(flags_used, log_path=tmp_path / "first.log")
     try:
         deadline = time.monotonic() + 120
         while not os.path.isfile(os.path.join(fold_2, "checkpoints", "checkpoint")):
@@ -221,9 +233,10 @@ def test_a_run_killed_in_fold_2_resumes_there_and_ends_like_an_uninterrupted_one
     fold_1 = cross_fit.fold_directory(str(model_dir), 1)
     before = _tree_digest(fold_1)
 
-    result = run_cli(*_args(data_path, model_dir, "--export_dir=none"), timeout=240)
+    result = run_cli(*flags_used, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Fold 1/3: finished earlier" in result.stderr and "Fold 1/3: training on" not in result.stderr
+    assert "Fold 1/3: model restored from" in result.stderr  # its saved weights, to serve the ensemble
     assert "Fold 2/3: training on" in result.stderr
     assert _tree_digest(fold_1) == before, "fold 1 was not retrained or rewritten"
     got, want = _out_of_fold_files(model_dir, 3), _out_of_fold_files(reference_dir, 3)

@@ -17,7 +17,8 @@ for training form a pool of new rows, and the served decision is measured on all
 - Recipes: `--decision_folds=5` with `--decision_model=ensemble` or `--decision_model=refit`
   (everything else the CLI's defaults; `--epochs`, `--batch_size`). The refit recipe is the
   ensemble run's directory copied and rerun with `--decision_model=refit`, which trains nothing
-  (checked): the two serve the same trained models, so the comparison is paired.
+  (checked): the two serve the same trained models, so the comparison is paired. Not run by
+  default: `inverse_frequency` (`--reweighting=inverse_frequency`, served on its refit).
 - Figures, from the export's decisions on the pool: the recall of the class (TPR, on hundreds of
   positives), and the precision it would have at the class's training prevalence pi: pi TPR /
   (pi TPR + sum_j pi_j FPR_j), FPR_j the share of class j's new rows decided k (the pool's class
@@ -48,7 +49,10 @@ import tensorflow as tf
 
 # Both cross-fit (5 folds, as the automatic default does for a class the validation split cannot show).
 RECIPES = {"ensemble": ("--decision_folds=5", "--decision_model=ensemble"),
-           "refit": ("--decision_folds=5", "--decision_model=refit")}
+           "refit": ("--decision_folds=5", "--decision_model=refit"),
+           # Another training recipe (not the default's logit-adjusted loss), served on its refit.
+           "inverse_frequency": ("--decision_folds=5", "--decision_model=refit",
+                                 "--reweighting=inverse_frequency")}
 WHOLE_CLASS_SHARE = 0.7
 SOURCES = {"letter_lt": ("letter.csv", None),
            "satellite_lt": ("satellite.csv", {"cotton crop": 150, "damp grey soil": 100,
@@ -169,7 +173,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--work_dir", default=os.path.join("runs", "bench_decision_transfer"))
     parser.add_argument("--data_dir", default=bench.DATA_DIR)
     parser.add_argument("--json_out", default="")
+    parser.add_argument("--source_commit", default="",
+                        help="the commit a copy of the tree without .git was made from (as bench_decisions)")
     args = parser.parse_args(argv)
+    bench.SOURCE_COMMIT = args.source_commit or None
     args.retry_failed = False
     rows: List[Dict[str, Any]] = []
     for name in args.datasets.split(","):
@@ -195,7 +202,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     "--target_recall={recall}")
                 trained = bench.train_cli("transfer_ensemble", k, data, seed, args, "")
                 for recipe in args.recipes.split(","):
-                    record = trained if recipe == "ensemble" else refit_of(trained)
+                    if recipe in ("ensemble", "refit"):
+                        record = trained if recipe == "ensemble" else refit_of(trained)
+                    else:
+                        bench.CLI_RECIPES[f"transfer_{recipe}"] = (
+                            *RECIPES[recipe], f"--eval_dataset=csv:{pool_csv}", "--target_class={k}",
+                            "--target_recall={recall}")
+                        record = bench.train_cli(f"transfer_{recipe}", k, data, seed, args, "")
                     row = {"dataset": name, "class": class_names[k], "seed": seed, "recipe": recipe,
                            "train_rows": int(counts[k]), "pool_rows": int(np.sum(labels == k)),
                            "command": record["command"], "commit": record["commit"],

@@ -1,8 +1,10 @@
 """Label spaces: how raw labels (integers, other numbers or strings) map to class indices.
 
 Numbers are canonicalised (' 07' -> '7', '2.0' -> '2', '1.50' -> '1.5'). Labels that are all
-integers are class indices (`--class_names` may name them); other labels are class names, in the
-order given or sorted (numbers by value, before text sorted as text).
+integers 0..K-1 are class indices (`--class_names` may name them); integer codes with gaps or not
+starting at 0 (1, 2, 3, 5, 6, 7) are class names in numeric order, with a warning (in files that
+may hold strings: CSV and NPZ; `num_classes` keeps them indices); other labels are class names, in
+the order given or sorted (numbers by value, before text sorted as text).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from .errors import InputDataError
+from .errors import DataWarning, InputDataError
 
 INT_PATTERN = r"[+-]?[0-9]+"
 # A finite decimal number as both `float()` and `tf.strings.to_number` read it (no nan, inf, hex).
@@ -315,4 +318,25 @@ def resolve(first_rows: Mapping[str, int], *, at: Callable[[str], str], source: 
         raise InputDataError(
             f"label too large for a class index: {_listed(huge, at)}; integer labels are class "
             f"indices 0..K-1 (at most {MAX_CLASSES:,} classes): is {column!r} the label?")
+    codes = sorted(int(n) for n in names)
+    if allow_strings and num_classes is None and class_names is None and codes != list(range(k)):
+        # Codes such as 1, 2, 3, 5, 6, 7 (glass.csv): the codes found are the classes, in numeric
+        # order, instead of indices 0..7 with classes 0 and 4 that no row has.
+        space = string_space(names, None, source=where)
+        absent = sorted(set(range(k)) - set(codes))
+        warnings.warn(
+            f"the integer labels of {where} are not 0..{len(codes) - 1} (no row has "
+            f"{_shown(absent)}): the {len(codes)} codes found are the classes, in numeric order "
+            f"({describe_classes(space.names)}); flags that take a class take the code (e.g. "
+            f"--target_class={space.names[-1]}); --num_classes={k} keeps code k as class index k "
+            f"instead", DataWarning, stacklevel=2)
+        return space
     return int_space(k, class_names, source=where)
+
+
+def _shown(codes: Sequence[int], limit: int = 10) -> str:
+    """'0 and 4', or the first `limit` codes and a count."""
+    shown = [str(c) for c in codes[:limit]]
+    if len(codes) > limit:
+        return ", ".join(shown) + f" and {len(codes) - limit} more"
+    return " and ".join(shown) if len(shown) <= 2 else ", ".join(shown[:-1]) + " and " + shown[-1]

@@ -154,7 +154,7 @@ def test_eval_label_unseen_in_training(kind, tmp_path):
     else:
         np.savez(tmp_path / "train.npz", x=np.zeros((3, 1)), y=np.array([0, 2, 0]))
         np.savez(tmp_path / "eval.npz", x=np.zeros((3, 1)), y=np.array([0, 0, 1]))
-        fragments = ["unseen in training", "eval.npz", "row 3", "'1'"]
+        fragments = ["unseen in training", "eval.npz", "row 3", "value 1"]
     with pytest.raises(InputDataError) as info:
         load_data(f"{kind}:{tmp_path / ('train.' + kind)}",
                   eval_dataset=f"{kind}:{tmp_path / ('eval.' + kind)}")

@@ -4,11 +4,13 @@ Files are written by the tests; every expected class order is written out by han
 from the raw values with plain Python (`float`, `sorted`), not with the code under test.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.data import InputDataError, load_data
+from trainer.data import DataWarning, InputDataError, load_data
 from trainer.data.labels import (
     SHOWN_CLASSES,
     LabelSpace,
@@ -187,3 +189,31 @@ def test_bad_labels_are_each_listed(tmp_path):
         load_data(f"npz:{tmp_path / 'neg.npz'}")
     with pytest.raises(InputDataError, match=r"too large for a class index.*value '1000000'.*is 'label'"):
         load_data(write_csv(tmp_path / "id.csv", ["0", "1", "1e6", "1"]))
+
+
+@pytest.mark.parametrize("kind", ["csv", "npz"])
+def test_integer_codes_with_gaps_are_the_classes_in_numeric_order(tmp_path, kind):
+    # glass.csv's codes: 1, 2, 3, 5, 6, 7 (no 0, no 4).
+    codes = [7, 1, 2, 3, 5, 6, 1, 2, 1, 10] * 6
+    if kind == "csv":
+        spec = write_csv(tmp_path / "gaps.csv", [str(c) for c in codes])
+    else:
+        np.savez(tmp_path / "gaps.npz", x=np.zeros((len(codes), 2), np.float32), y=np.array(codes))
+        spec = f"npz:{tmp_path / 'gaps.npz'}"
+    with pytest.warns(DataWarning, match=r"are not 0\.\.6 \(no row has 0, 4, 8 and 9\).*0=1, 1=2, 2=3, 3=5, "
+                                         r"4=6, 5=7, 6=10.*--num_classes=11 keeps"):
+        bundle = load_data(spec)
+    assert bundle.class_names == ["1", "2", "3", "5", "6", "7", "10"]
+    assert class_index("5", bundle.class_names) == 3 and class_index(10, bundle.class_names) == 6
+    labels = np.concatenate([b[1].numpy() for split in (bundle.train, bundle.validation, bundle.eval)
+                             for b in split.dataset(64, shuffle=False, seed=0)])
+    order = sorted(set(codes))
+    assert np.bincount(labels, minlength=7).tolist() == [codes.count(c) for c in order]  # numeric order
+    # num_classes keeps the codes as indices (the absent ones as classes without rows).
+    kept = load_data(spec, num_classes=11)
+    assert kept.num_classes == 11 and kept.class_names[7] == "7"
+    # Codes 0..K-1 stay indices, with no warning.
+    np.savez(tmp_path / "plain.npz", x=np.zeros((30, 2), np.float32), y=np.arange(30) % 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert load_data(f"npz:{tmp_path / 'plain.npz'}").class_names == ["0", "1", "2"]

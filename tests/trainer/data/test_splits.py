@@ -207,8 +207,8 @@ def test_benchmarks_and_explicit_eval_keep_their_evaluation_data(tmp_path):
 
 
 def test_tiny_classes_fill_training_then_validation_and_are_named(tmp_path):
-    # Classes 0 and 1 are large; class 2 has 2 rows, class 3 none (a gap in the label codes),
-    # class 4 has 3 rows.
+    # Classes 0 and 1 are large; class 2 has 2 rows, class 3 none (a gap in the label codes, kept
+    # as an index by num_classes=5), class 4 has 3 rows.
     rng = np.random.default_rng(0)
     y = np.concatenate([np.zeros(200, int), np.ones(100, int), [2, 2], [4, 4, 4]])
     y = y[rng.permutation(len(y))]
@@ -216,7 +216,7 @@ def test_tiny_classes_fill_training_then_validation_and_are_named(tmp_path):
     x[:, 0] = np.arange(len(y))
     spec = write_source("csv", tmp_path, x, y)
     with pytest.warns(DataWarning) as record:
-        bundle = load_data(spec, seed=0)
+        bundle = load_data(spec, seed=0, num_classes=5)
     messages = [str(w.message) for w in record]
     assert any("class 3 ('3') has no training example" in m for m in messages)
     assert any("class 2 ('2') has only" in m and "fewer than 5" in m for m in messages)

@@ -13,7 +13,8 @@ that class at `--target_recall`:
   target-recall point (`trainer.decisions.calibrate` with the CLI's default
   `--decision_confidence` and `--decision_estimator`) chosen on the validation split when it can
   show the target, else on out-of-fold logits of 5 Keras fold models (the CLI's folds and fold
-  seeds, `trainer.cross_fit`), served on the model trained on all training rows.
+  seeds, `trainer.cross_fit`), served on the model trained on all training rows (or, with
+  `--keras_served_model=ensemble`, on the fold models' mean logits, as `--decision_model=ensemble`).
 - `la_argmax`: the CLI with `--loss=logit_adjusted`, argmax.
 - `default`: the CLI with `--target_class=K --target_recall=R` and its defaults otherwise
   (`--loss=auto`, automatic `--decision_folds`).
@@ -458,17 +459,19 @@ def keras_logits(data: DataSet, seed: int, splits: Splits, need_out_of_fold: boo
     return {**record, **saved}
 
 
-def keras_decision(saved: Dict[str, Any], k: int, splits: Splits, target_recall: float) -> Dict[str, Any]:
+def keras_decision(saved: Dict[str, Any], k: int, splits: Splits, target_recall: float,
+                   served_model: str = "refit") -> Dict[str, Any]:
     """Our decision procedure on the keras_cw model: the point chosen as the CLI would, served on test
-    by the model the CLI would serve (the fold models' mean logits when cross-fitted, as
-    `--decision_model=ensemble`, the default; else the model trained on all training rows)."""
+    by the model the CLI would serve: the model trained on all training rows, or with
+    `served_model="ensemble"` (`--decision_model=ensemble`) the fold models' mean logits when the
+    point was cross-fitted."""
     positives = int(np.sum(splits.validation[1] == k))
     if can_show_recall(positives, target_recall, SHOWABLE_CONFIDENCE):
         choosing, labels, chosen_on = saved["validation"], splits.validation[1], "validation_split"
         served = saved["test"]
     else:
         choosing, labels, chosen_on = saved["out_of_fold"], splits.train[1], "out_of_fold"
-        served = saved["ensemble_test"]
+        served = saved["ensemble_test"] if served_model == "ensemble" else saved["test"]
         if len(choosing) != len(labels) or len(served) != len(splits.test[1]):
             raise SystemExit("keras_cw: out-of-fold logits needed but not computed")
     point = decisions.calibrate("target_recall", choosing, labels, target_class=k,
@@ -520,7 +523,8 @@ def case_rows(data: DataSet, seed: int, k: int, splits: Splits, keras_saved: Opt
     rows = []
     for recipe in args.recipes:
         if recipe == KERAS:
-            record, served = keras_saved, keras_decision(keras_saved, k, splits, args.target_recall)
+            record, served = keras_saved, keras_decision(keras_saved, k, splits, args.target_recall,
+                                                         args.keras_served_model)
         else:
             record = train_cli(recipe, k if per_class(recipe) else None, data, seed, args, args.fashion_dir)
             served = None if record["error"] else measure_cli(record, k, splits, args, served_cache)
@@ -658,6 +662,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--source_commit", default="",
                         help="the commit to record when this tree is a copy without .git (git archive)")
     parser.add_argument("--json_out", default="")
+    parser.add_argument("--keras_served_model", choices=["refit", "ensemble"], default="refit",
+                        help="what keras_cw serves a cross-fitted point on (as the CLI's --decision_model)")
     parser.add_argument("--retry_failed", action="store_true", help="rerun CLI runs that failed before")
     parser.add_argument("--merge", nargs="+", default=None, help="JSON row files to tabulate (no runs)")
     args = parser.parse_args(argv)

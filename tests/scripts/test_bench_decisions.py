@@ -103,17 +103,24 @@ def test_keras_decision_chooses_where_the_cli_would_and_serves_a_hand_count():
         splits = bench.Splits(["a", "b", "c"], train=(None, train_labels),
                               validation=(None, validation_labels), test=(None, test_labels),
                               feature_mean=None, feature_variance=None)
-        saved = {"test": test_logits, "validation": validation, "out_of_fold": out_of_fold}
-        served = bench.keras_decision(saved, 2, splits, 0.9)
-        assert served["chosen_on"] == expected
-        choosing = validation if expected == "validation_split" else out_of_fold
-        labels = validation_labels if expected == "validation_split" else train_labels
-        point = bench.decisions.calibrate("target_recall", choosing, labels, target_class=2,
-                                          target_recall=0.9, confidence=0.5, estimator="harrell_davis")
-        decided = point.decide(test_logits)
-        hits = np.sum((decided == 2) & (test_labels == 2))
-        assert served["recall"] == pytest.approx(hits / 40)
-        assert served["precision"] == pytest.approx(hits / np.sum(decided == 2))
+        ensemble_test = test_logits + rng.normal(scale=0.5, size=test_logits.shape)
+        saved = {"test": test_logits, "validation": validation, "out_of_fold": out_of_fold,
+                 "ensemble_test": ensemble_test}
+        for served_model in ("refit", "ensemble"):
+            served = bench.keras_decision(saved, 2, splits, 0.9, served_model)
+            assert served["chosen_on"] == expected
+            choosing = validation if expected == "validation_split" else out_of_fold
+            labels = validation_labels if expected == "validation_split" else train_labels
+            point = bench.decisions.calibrate("target_recall", choosing, labels, target_class=2,
+                                              target_recall=0.9, confidence=0.5, estimator="harrell_davis")
+            # The ensemble's logits only where the point was cross-fitted (as the CLI serves it).
+            cross_fitted = expected == "out_of_fold"
+            logits = ensemble_test if served_model == "ensemble" and cross_fitted else test_logits
+            decided = point.decide(logits)
+            hits = np.sum((decided == 2) & (test_labels == 2))
+            assert served["recall"] == pytest.approx(hits / 40)
+            assert served["precision"] == pytest.approx(hits / np.sum(decided == 2))
+            np.testing.assert_array_equal(served["logits"], logits)
 
 
 def test_summary_counts_the_goals_per_recipe():

@@ -54,20 +54,13 @@ RECIPES = {"ensemble": ("--decision_folds=5", "--decision_model=ensemble"),
            "inverse_frequency": ("--decision_folds=5", "--decision_model=refit",
                                  "--reweighting=inverse_frequency")}
 WHOLE_CLASS_SHARE = 0.7
-SOURCES = {"letter_lt": ("letter.csv", None),
-           "satellite_lt": ("satellite.csv", {"cotton crop": 150, "damp grey soil": 100,
-                                              "vegetation stubble": 60})}
+SOURCES = {name: bench.SUBSAMPLES[name] for name in ("letter_lt", "satellite_lt")}  # the same profiles
 
 
 def split_pool(source: str, keep: Optional[Dict[str, int]], seed: int, train_out: str,
                pool_out: str) -> None:
     """Writes the kept rows (the profile; 70% of a class it keeps whole) and the pool (the rest)."""
-    with open(source, newline="") as stream:
-        rows = list(csv.reader(stream))
-    header, body = rows[0], rows[1:]
-    by_class: Dict[str, List[List[str]]] = {}
-    for row in body:
-        by_class.setdefault(row[-1], []).append(row)
+    header, by_class = bench.rows_by_class(source)
     keep = bench.letter_counts(list(by_class)) if keep is None else keep
     rng = random.Random(seed)
     kept, pool = [], []

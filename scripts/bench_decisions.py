@@ -124,14 +124,19 @@ def letter_counts(names: Sequence[str], largest: int = 734, ratio: float = 50.0)
     return {name: int(round(largest * ratio ** (-i / last))) for i, name in enumerate(names)}
 
 
-def subsample(source: str, keep: Optional[Dict[str, int]], seed: int, out: str) -> None:
-    """Writes `source` with each class of `keep` cut to its seeded rows (letter_lt: its profile), shuffled."""
+def rows_by_class(source: str) -> Tuple[List[str], Dict[str, List[List[str]]]]:
+    """`(header, {label: rows in file order})` of a CSV whose last column is the label."""
     with open(source, newline="") as stream:
         rows = list(csv.reader(stream))
-    header, body = rows[0], rows[1:]
     by_class: Dict[str, List[List[str]]] = {}
-    for row in body:
+    for row in rows[1:]:
         by_class.setdefault(row[-1], []).append(row)
+    return rows[0], by_class
+
+
+def subsample(source: str, keep: Optional[Dict[str, int]], seed: int, out: str) -> None:
+    """Writes `source` with each class of `keep` cut to its seeded rows (letter_lt: its profile), shuffled."""
+    header, by_class = rows_by_class(source)
     if keep is None:
         keep = letter_counts(list(by_class))
     rng = random.Random(seed)

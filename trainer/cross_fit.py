@@ -367,9 +367,9 @@ def out_of_fold_logits(build_trainer: Callable[[Fold], Trainer], features: np.nd
 
     With `keep_models`, the fold models are returned too (to serve their
     ensemble): a finished fold's model is rebuilt with `build_trainer` and
-    restored from its last checkpoint, and its logits on the rows it held
-    out must match the saved ones (else the fold is another model's and it
-    is refused).
+    loaded from its saved weights (`FOLD_WEIGHTS_FILENAME`; its last
+    checkpoint for a fold saved without them), and its logits on the rows it
+    held out must match the saved ones (else it is refused).
 
     Args:
       build_trainer: `Fold -> Trainer`; the Trainer's `model_dir` must be
@@ -476,14 +476,13 @@ def _restored_fold_model(build_trainer: Callable[[Fold], Trainer], features: np.
     trainer = _fold_trainer(build_trainer, features, labels, train, held_out, number=number,
                             num_folds=num_folds, directory=directory, seed=seed,
                             num_classes=num_classes, warn=False)
-    rows = _dataset(features[held_out], labels[held_out], batch_size, None)
-    trainer.collect_logits(rows)  # builds the model and restores the fold's last checkpoint
+    trainer.predict_logits(features[held_out[:1]])  # builds the model and restores its last checkpoint
     weights = os.path.join(directory, FOLD_WEIGHTS_FILENAME)
     source = "its last checkpoint"
     if os.path.isfile(weights):
         trainer.model.load_weights(weights)
         source = weights
-    logits, _ = trainer.collect_logits(rows)
+    logits, _ = trainer.collect_logits(_dataset(features[held_out], labels[held_out], batch_size, None))
     if not np.allclose(logits, saved_logits, rtol=1e-4, atol=1e-4):
         raise ArgumentError(
             "model_dir", model_dir,

@@ -298,12 +298,9 @@ class Trainer:
 
     def _build(self, element_spec) -> None:
         with self.strategy.scope():
-            features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
             if not self.model.built or not self.model.variables:
-                dummy = tf.zeros([1] + list(features_spec.shape[1:]), features_spec.dtype)
-                logits = self.model(dummy, training=False)
-                self.task.check_num_classes(self.num_classes, logits.shape[-1])
-                self._logits_shape = logits.shape
+                features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
+                self.task.check_num_classes(self.num_classes, self._output_shape(features_spec)[-1])
             # Built before the first trace (Keras issue 23085: a stateful
             # optimizer first built inside a replica fails under 2 replicas).
             self.optimizer.build(self.model.trainable_variables)

@@ -3,6 +3,7 @@
 Losses are Keras `Loss` classes (also usable in `model.fit`); rules act on dL/dlogits inside the Trainer.
 """
 
+from losses.asymmetric import AsymmetricLoss
 from losses.compose import Compose
 from losses.cross_entropy import sparse_cross_entropy
 from losses.deferred import DeferredReweighting
@@ -37,6 +38,7 @@ from losses.weighted_recall import WeightedRecallCrossentropy
 
 __all__ = [
     "ABSENT_CLASS_PSEUDO_COUNT",
+    "AsymmetricLoss",
     "BalancedSoftmaxCrossentropy",
     "ClassWeights",
     "Compose",

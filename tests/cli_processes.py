@@ -132,3 +132,25 @@ def model_weights(values: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 def read_log(path) -> str:
     with open(path) as stream:
         return stream.read()
+
+
+def serve_in_fresh_process(export_dir, features: np.ndarray, work_dir,
+                           signature: str = "serving_default") -> Dict[str, object]:
+    """Serves `features` with the SavedModel in `export_dir`, loaded in a new Python process.
+
+    Returns every output of the signature as NumPy arrays (strings decoded to `str`).
+    """
+    inputs = os.path.join(str(work_dir), "served_features.npy")
+    np.save(inputs, np.asarray(features, np.float32))
+    script = (
+        "import json, numpy as np, tensorflow as tf\n"
+        f"serve = tf.saved_model.load({str(export_dir)!r}).signatures[{signature!r}]\n"
+        f"out = serve(tf.constant(np.load({inputs!r})))\n"
+        "print(json.dumps({k: [s.decode() for s in v.numpy()] if v.dtype == tf.string"
+        " else v.numpy().tolist() for k, v in out.items()}))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env=cli_env(), cwd=REPO)
+    if result.returncode != 0:
+        raise AssertionError(f"serving in a fresh process failed:\n{result.stderr[-3000:]}")
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    return {k: np.asarray(v) for k, v in served.items()}

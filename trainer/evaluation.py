@@ -68,11 +68,18 @@ class EvaluationResult:
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, labels: np.ndarray, *, loss: float = float("nan"),
-                    sample_weight: Optional[np.ndarray] = None, **fields) -> "EvaluationResult":
-        """The result of argmax decisions on collected logits (weights counted when given)."""
+                    sample_weight: Optional[np.ndarray] = None, predictions: Optional[np.ndarray] = None,
+                    num_classes: Optional[int] = None, **fields) -> "EvaluationResult":
+        """The result of decisions on collected logits (weights counted when given).
+
+        `predictions` (default: the argmax of `logits`) and `num_classes` (default: their
+        width) are a task's (`Task.predicted_classes`: a multi-label task's positions have
+        one logit each and `2L` classes).
+        """
         logits = np.asarray(logits, np.float32)
         labels = np.asarray(labels, np.int64).reshape(-1)
-        matrix = count_confusion_matrix(labels, logits.argmax(axis=1), logits.shape[1], sample_weight)
+        predictions = logits.argmax(axis=1) if predictions is None else np.asarray(predictions).reshape(-1)
+        matrix = count_confusion_matrix(labels, predictions, num_classes or logits.shape[1], sample_weight)
         return cls(confusion_matrix=matrix, loss=float(loss), logits=logits, labels=labels,
                    weighted=sample_weight is not None, **fields)
 

@@ -6,7 +6,9 @@ trained on a table serves its raw named columns (`serving_default`: numeric colu
 for missing, categorical columns strings) through the training's `FeatureEncoder`; `serve_features`
 takes the encoded inputs. A one-logit binary model (`BinaryTask`, output width 1) serves the two-class
 logits `[0, z]` and the probabilities `(sigmoid(-z), sigmoid(z))`; its decisions are the same as the
-Trainer's on those logits.
+Trainer's on those logits. A multi-label model (`MultiLabelTask`, `multi_label=True`) serves per-label
+`probabilities` (sigmoids), `decisions` (multi-hot, the `LabelThresholds`' or `z > 0`) and the names of
+the labels it decides, joined by `;`.
 """
 
 from __future__ import annotations
@@ -45,14 +47,19 @@ class ServingModule(tf.Module):
         columns through a `FeatureEncoder`.
       one_logit: Whether the model returns one logit `z` per example (a binary
         sigmoid model): the outputs are then those of the two-class logits `[0, z]`.
+      multi_label: Whether the model's logits are `L` independent labels
+        (`class_names` are the label names; `operating_point` a
+        `trainer.decisions.per_label.LabelThresholds` or None).
     """
 
     def __init__(self, model: keras.Model, class_names: Sequence[str],
                  operating_point: OperatingPoint | None = None, calibration: Calibration | None = None,
-                 schema: TabularSchema | None = None, one_logit: bool = False):
+                 schema: TabularSchema | None = None, one_logit: bool = False,
+                 multi_label: bool = False):
         super().__init__(name="serving")
         self.model = model
         self.one_logit = bool(one_logit)
+        self.multi_label = bool(multi_label)
         self.class_names = tf.constant([str(name) for name in class_names])
         self._point = operating_point
         self._calibrate = None if calibration is None else calibration.apply_tensor
@@ -62,6 +69,8 @@ class ServingModule(tf.Module):
     def serve(self, features: tf.Tensor):
         """Encoded inputs `[N, width]` -> the outputs (see the module doc)."""
         logits = tf.cast(self.model(features, training=False), tf.float32)
+        if self.multi_label:
+            return self._serve_labels(logits)
         if self.one_logit:  # `BinaryTask.decision_logits`: [0, z]
             z = tf.reshape(logits, [-1, 1])
             logits = tf.concat([tf.zeros_like(z), z], axis=-1)
@@ -82,6 +91,22 @@ class ServingModule(tf.Module):
             "class_name": tf.gather(self.class_names, class_ids),
         }
 
+    def _serve_labels(self, logits: tf.Tensor) -> dict:
+        """A multi-label model's outputs for its `[N, L]` logits."""
+        if self._point is None:
+            decisions, scores = tf.cast(logits > 0, tf.int32), logits
+        else:
+            decisions, scores = self._point.decide_tensor(logits), self._point.score_tensor(logits)
+        names = tf.broadcast_to(self.class_names, tf.shape(decisions))
+        return {
+            "probabilities": tf.sigmoid(logits),
+            "logits": logits,
+            "decision_scores": scores,
+            "decisions": decisions,
+            "labels": tf.strings.reduce_join(tf.ragged.boolean_mask(names, tf.equal(decisions, 1)),
+                                             axis=1, separator=";"),
+        }
+
     def serve_columns(self, columns: dict):
         """Raw named columns (by signature input name) -> the outputs."""
         typed = {spec["column"]: columns[spec["input"]] for spec in self._inputs}
@@ -97,7 +122,7 @@ class ServingModule(tf.Module):
 def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequence[int],
                        class_names: Sequence[str], operating_point: OperatingPoint | None = None,
                        metadata: dict | None = None, calibration: Calibration | None = None,
-                       schema: TabularSchema | None = None) -> str:
+                       schema: TabularSchema | None = None, multi_label: bool = False) -> str:
     """Writes the SavedModel to `export_dir`, replacing it atomically.
 
     The model is written to a sibling temporary directory first and renamed
@@ -125,20 +150,28 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
     A model with one output and two class names is a one-logit binary model
     (`trainer.tasks.BinaryTask`): it serves `logits` `[0, z]`, `probabilities`
     `(sigmoid(-z), sigmoid(z))` and the decisions on them (metadata `head`:
-    `sigmoid`; absent for a softmax model).
+    `sigmoid`; absent for a softmax model). With `multi_label` the model's `L`
+    logits are independent labels named by `class_names`: it serves
+    `probabilities` (per-label sigmoids), `logits`, `decision_scores`,
+    `decisions` (int32 multi-hot `[N, L]`) and `labels` (the decided labels'
+    names joined by `;`); metadata `head`: `multi_label`, `operating_point` the
+    `LabelThresholds`' dict.
 
     Returns:
       `export_dir`.
     """
     width = model.output_shape[-1]
-    one_logit = width == 1 and len(class_names) == 2
+    one_logit = width == 1 and len(class_names) == 2 and not multi_label
+    if multi_label and calibration is not None:
+        raise ValueError("A multi-label model serves its sigmoids: calibration must be None.")
     if len(class_names) != width and not one_logit:
         raise ValueError(f"class_names has {len(class_names)} names but the model has "
                          f"{width} outputs.")
     if calibration is not None and calibration.num_classes != len(class_names):
         raise ValueError(f"The calibration is for {calibration.num_classes} classes but there are "
                          f"{len(class_names)} class names.")
-    module = ServingModule(model, class_names, operating_point, calibration, schema, one_logit)
+    module = ServingModule(model, class_names, operating_point, calibration, schema, one_logit,
+                           multi_label)
     features = tf.function(
         module.serve, input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name="features")])
     signatures = {FEATURES_SIGNATURE: features}
@@ -154,6 +187,7 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
             "signatures": {SERVING_SIGNATURE: "named columns" if schema is not None else "features",
                            FEATURES_SIGNATURE: "features"},
             **({"head": "sigmoid"} if one_logit else {}),
+            **({"head": "multi_label"} if multi_label else {}),
             **({} if schema is None else {"features": schema.serving_inputs(),
                                           "schema": schema.to_json()}),
             **(metadata or {}),

@@ -6,8 +6,9 @@ matrix on the host, so the compiled step only pays for one `bincount`.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -237,3 +238,104 @@ def format_decision_table(served: Dict[str, object], argmax: Optional[Dict[str, 
                      f"min recall {argmax['min_recall']:.4f}")
     return "\n".join(lines)
 
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionRecallCurve:
+    """One-vs-rest precision and recall at every cut-off of a score, highest score first.
+
+    Attributes:
+      recall: `[M + 1]` recall after predicting the top 0, 1, ... distinct scores (starts at 0).
+      precision: `[M + 1]` precision there (the first point repeats the second's, as usual).
+      thresholds: `[M]` the distinct scores, descending (cut-off `score >= threshold`).
+      average_precision: `sum_i (R_i - R_{i-1}) P_i` (step-wise area; NaN without positives).
+      positives: Number of positive examples.
+    """
+
+    recall: np.ndarray
+    precision: np.ndarray
+    thresholds: np.ndarray
+    average_precision: float
+    positives: int
+
+
+def precision_recall_curve(scores: np.ndarray, positive: np.ndarray) -> PrecisionRecallCurve:
+    """The PR curve of `scores` for the boolean `positive` (ties share one cut-off).
+
+    Args:
+      scores: `[N]` scores, higher meaning more positive.
+      positive: `[N]` booleans.
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    positive = np.asarray(positive, bool).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], positive[order]
+    # The last index of each run of equal scores: one cut-off per distinct score.
+    last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
+    true_positives = np.cumsum(hits)[last].astype(np.float64)
+    predicted = (last + 1).astype(np.float64)
+    total = int(hits.sum())
+    recall = true_positives / total if total else np.zeros_like(true_positives)
+    precision = true_positives / predicted
+    first = precision[0] if precision.size else 1.0
+    recall = np.r_[0.0, recall]
+    precision = np.r_[first, precision]
+    average = float(np.sum(np.diff(recall) * precision[1:])) if total else float("nan")
+    return PrecisionRecallCurve(recall, precision, ranked[last], average, total)
+
+
+def per_label_metrics(confusion_matrix: np.ndarray,
+                      label_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """Per-label metrics of a multi-label task's `[2L, 2L]` confusion matrix (`MultiLabelTask`).
+
+    Class `2l` is "without label l", `2l + 1` "with label l"; the matrix is
+    block diagonal (block l is label l's `2 x 2` matrix).
+
+    Returns:
+      `recall`, `precision`, `f1` of each label's positives, `positives` and
+      `negatives` (arrays of length L), `label_names`, and the floats
+      `hamming_accuracy` (share of correct (example, label) decisions),
+      `balanced_accuracy` (mean over labels of the mean of both recalls),
+      `macro_f1` and `min_recall` over labels with positives.
+
+    Raises:
+      ValueError: when the matrix is not `[2L, 2L]` block diagonal.
+    """
+    matrix = np.asarray(confusion_matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] % 2:
+        raise ValueError(f"confusion_matrix must be [2L, 2L], got shape {matrix.shape}.")
+    num_labels = matrix.shape[0] // 2
+    block = np.kron(np.eye(num_labels, dtype=bool), np.ones((2, 2), bool))
+    if np.any(matrix[~block]):
+        raise ValueError("confusion_matrix has counts outside its 2 x 2 label blocks: it is not a "
+                         "multi-label task's matrix.")
+    per_class = per_class_metrics(matrix)
+    recall, f1 = per_class["recall"][1::2], per_class["f1"][1::2]
+    positives = per_class["support"][1::2]
+    has_positives = positives > 0
+    return {
+        "label_names": list(label_names) if label_names is not None
+        else [f"label {j}" for j in range(num_labels)],
+        "recall": recall,
+        "precision": per_class["precision"][1::2],
+        "f1": f1,
+        "positives": positives,
+        "negatives": per_class["support"][0::2],
+        "hamming_accuracy": per_class["accuracy"],
+        "balanced_accuracy": per_class["balanced_accuracy"],
+        "macro_f1": float(np.mean(f1[has_positives])) if has_positives.any() else float("nan"),
+        "min_recall": float(np.min(recall[has_positives])) if has_positives.any() else float("nan"),
+    }
+
+
+def label_average_precision(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`[L]` average precision of each label's logit (`precision_recall_curve`; NaN without positives).
+
+    Args:
+      logits: `[N, L]` scores.
+      labels: `[N, L]` multi-hot targets.
+    """
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if logits.shape != labels.shape or logits.ndim != 2:
+        raise ValueError(f"logits and labels must both be [N, L], got {logits.shape} and {labels.shape}.")
+    return np.array([precision_recall_curve(logits[:, j], labels[:, j] == 1).average_precision
+                     for j in range(logits.shape[1])])

@@ -5,17 +5,20 @@ the loop never branches on it. `MulticlassTask` (softmax over `K >= 2` logits,
 integer labels `[batch]`) is the default; `BinaryTask` trains a one-logit model
 (sigmoid; `one_logit_loss` turns a two-class loss into its one-logit form); `PerPositionTask`
 trains a label per position (segmentation masks, token tags: logits `[batch, d1, ..., dk, K]`),
-every position counted as an example. A multi-label task implements the same methods.
+every position counted as an example; `MultiLabelTask` trains `L` independent yes/no labels
+(one sigmoid logit each, multi-hot labels `[batch, L]`), each (example, label) pair counted as a
+binary position whose class is `2l` (without label l) or `2l + 1` (with it).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from losses.asymmetric import AsymmetricLoss
 from losses.focal import SigmoidFocalCrossentropy
 from trainer.checks import ArgumentError
 
@@ -64,6 +67,33 @@ class Task:
     def shift_logits(self, model_logits: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
         """The model's logits with a rule's per-class offsets `[K]` added (margins in the loss)."""
         return model_logits + tf.cast(offsets, model_logits.dtype)
+
+    def predicted_classes(self, labels: tf.Tensor, decision_logits: tf.Tensor) -> tf.Tensor:
+        """int32 `[n]` predicted classes of counted examples, for the confusion matrix.
+
+        Args:
+          labels: `[n]` class labels of the counted examples (`positions`).
+          decision_logits: Their `decision_logits`.
+        """
+        del labels
+        return tf.argmax(decision_logits, axis=-1, output_type=tf.int32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities of NumPy decision logits: the softmax over classes."""
+        logits = np.asarray(logits)
+        logits = logits - logits.max(axis=-1, keepdims=True)
+        probabilities = np.exp(logits)
+        return probabilities / probabilities.sum(axis=-1, keepdims=True)
+
+    def example_view(self, logits: np.ndarray, labels: np.ndarray, num_classes: int
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+        """Collected `(decision logits, labels)` of counted examples as a user reads them.
+
+        Identity but for a multi-label task, whose positions become `[N, L]` logits and
+        multi-hot labels again.
+        """
+        del num_classes
+        return logits, labels
 
     def positions(self, model_logits: tf.Tensor, labels: tf.Tensor, sample_weight: Optional[tf.Tensor]
                   ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
@@ -279,9 +309,141 @@ class PerPositionTask(MulticlassTask):
         return self.ignore_label is None
 
 
+class MultiLabelTask(Task):
+    """`L` independent yes/no labels: logits `[batch, L]` (a sigmoid each), multi-hot labels `[batch, L]`.
+
+    Every (example, label) pair is a binary position, as in `PerPositionTask`:
+    the loss (binary cross-entropy from logits by default, or any one-logit
+    loss such as `losses.AsymmetricLoss` or `losses.SigmoidFocalCrossentropy`)
+    is summed over the positions and divided by their number in the global
+    batch, which is Keras's `BinaryCrossentropy` on `[batch, L]` (its mean over
+    labels, then over examples). Sample weights are per example (`[batch]`,
+    spread over its labels) or per label (`[batch, L]`).
+
+    Rules and metrics see `2L` classes: class `2l` is "without label l" and
+    `2l + 1` "with label l" (`num_classes = 2L`). So a per-class rule
+    weighs each label's positives and negatives on its own (`ClassWeights`
+    with `2L` weights; `ClassWeights.inverse_frequency(task.class_counts(y))`
+    gives label l's positives `n_neg / n_pos` times its negatives' weight),
+    `TargetClassWeight(2l + 1, w)` and the recall-target controller with
+    `target_class = 2l + 1` target label l's recall, and the confusion matrix
+    is block diagonal: its `2 x 2` block l is label l's confusion matrix, so
+    per-class recall and precision of class `2l + 1` are label l's
+    (`trainer.metrics.per_label_metrics` reads them out). A rule's margins
+    `o` shift label l's logit by `o[2l + 1] - o[2l]`.
+
+    `Trainer.predict_logits` returns the model's `[N, L]` logits (`sigmoid`
+    of them: per-label probabilities), `predict_classes` multi-hot decisions
+    `z > 0`; `collect_logits` returns `[N, L]` logits and multi-hot labels.
+    Per-label thresholds for per-label recall targets:
+    `trainer.decisions.per_label.choose_label_thresholds`.
+
+    Args:
+      label_names: Optional names of the `L` labels (for `class_names`).
+    """
+
+    name = "multi_label"
+
+    def __init__(self, label_names: Optional[Sequence[str]] = None):
+        self.label_names = None if label_names is None else tuple(str(n) for n in label_names)
+
+    def default_loss(self) -> Callable:
+        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
+
+    def check_num_classes(self, num_classes: Optional[int], output_width: Optional[int]) -> int:
+        if output_width is None:
+            if num_classes is None or isinstance(num_classes, bool) or int(num_classes) != num_classes \
+                    or num_classes < 2 or num_classes % 2:
+                raise ArgumentError("num_classes", num_classes,
+                                    "must be 2 x the number of labels for a multi-label task whose "
+                                    "model's output width is unknown")
+            output_width = int(num_classes) // 2
+        if num_classes is not None and num_classes != 2 * output_width:
+            raise ArgumentError("num_classes", num_classes,
+                                f"must be None or 2 x the model's {output_width} labels "
+                                f"(={2 * output_width}) for a multi-label task: class 2l is "
+                                f"'without label l', 2l + 1 'with label l'")
+        if self.label_names is not None and len(self.label_names) != output_width:
+            raise ArgumentError("label_names", list(self.label_names),
+                                f"has {len(self.label_names)} names but the model has "
+                                f"{output_width} labels (logits per example)")
+        return 2 * int(output_width)
+
+    def class_names(self, num_labels: int) -> list:
+        """`['not a', 'a', 'not b', 'b', ...]` for the `2L` classes."""
+        names = self.label_names or tuple(f"label {j}" for j in range(num_labels))
+        return [text for name in names for text in (f"not {name}", name)]
+
+    @staticmethod
+    def class_counts(labels: np.ndarray) -> np.ndarray:
+        """`[2L]` training counts of the `2L` classes (negatives, positives per label) of a
+        multi-hot `[N, L]` matrix: what `ClassWeights.inverse_frequency` takes."""
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or not np.isin(labels, (0, 1)).all():
+            raise ArgumentError("labels", f"an array of shape {labels.shape}",
+                                "must be a multi-hot [N, L] matrix of 0s and 1s")
+        positives = labels.sum(axis=0).astype(np.float64)
+        return np.stack([len(labels) - positives, positives], axis=1).reshape(-1)
+
+    def class_labels(self, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+        labels = tf.cast(labels, tf.int32)
+        checks = [tf.debugging.assert_equal(
+            labels * (1 - labels), tf.zeros_like(labels),
+            message="multi-label targets must be 0 or 1")]
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
+
+    def check_label_shape(self, labels_shape: tf.TensorShape, logits_shape: tf.TensorShape) -> None:
+        labels_shape, logits_shape = tf.TensorShape(labels_shape), tf.TensorShape(logits_shape)
+        if labels_shape.rank is None or logits_shape.rank is None:
+            return
+        if labels_shape.rank != 2 or logits_shape.rank != 2 or \
+                not labels_shape[1:].is_compatible_with(logits_shape[1:]):
+            raise ArgumentError("labels", f"batches of shape {labels_shape}",
+                                f"must be multi-hot [batch, {logits_shape[-1]}] for the model's "
+                                f"logits of shape {logits_shape} (one 0/1 target per label)")
+
+    def positions(self, model_logits: tf.Tensor, labels: tf.Tensor, sample_weight: Optional[tf.Tensor]
+                  ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
+        num_labels = model_logits.shape[-1]
+        logits = tf.reshape(model_logits, [-1, 1])
+        classes = tf.reshape(tf.cast(labels, tf.int32) + 2 * tf.range(num_labels, dtype=tf.int32), [-1])
+        weights = None
+        if sample_weight is not None:
+            weights = tf.reshape(tf.cast(sample_weight, tf.float32), [tf.shape(model_logits)[0], -1])
+            weights = tf.reshape(tf.broadcast_to(weights, tf.shape(model_logits)), [-1])
+        return logits, classes, weights
+
+    def per_example_loss(self, loss: Callable, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        return BinaryTask().per_example_loss(loss, labels % 2, logits)
+
+    def shift_logits(self, model_logits: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+        offsets = tf.cast(offsets, model_logits.dtype)
+        shift = offsets[1::2] - offsets[0::2]
+        return tf.reshape(tf.reshape(model_logits, [-1, tf.shape(shift)[0]]) + shift, [-1, 1])
+
+    def predicted_classes(self, labels: tf.Tensor, decision_logits: tf.Tensor) -> tf.Tensor:
+        positive = tf.cast(tf.reshape(decision_logits, [-1]) > 0, tf.int32)
+        return 2 * (tf.cast(labels, tf.int32) // 2) + positive
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        return (np.asarray(logits) > 0).astype(np.int64)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Per-label probabilities `sigmoid(z)` `[N, L]`."""
+        logits = np.asarray(logits, np.float64)
+        return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)
+
+    def example_view(self, logits: np.ndarray, labels: np.ndarray, num_classes: int
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+        num_labels = num_classes // 2  # positions run label-fastest: example i's are rows iL..iL+L-1
+        return (np.asarray(logits).reshape(-1, num_labels),
+                (np.asarray(labels) % 2).reshape(-1, num_labels))
+
+
 # Losses that take a one-logit model's logit `[batch, 1]` and 0/1 targets as they are.
 _ONE_LOGIT_LOSSES = (keras.losses.BinaryCrossentropy, keras.losses.BinaryFocalCrossentropy,
-                     SigmoidFocalCrossentropy)
+                     SigmoidFocalCrossentropy, AsymmetricLoss)
 
 
 class OnTwoClassLogits(keras.losses.Loss):

@@ -126,7 +126,9 @@ class Trainer:
       skip_nonfinite_steps: Skip (and count) steps whose loss or gradients are
         NaN or Inf instead of stopping with `NonFiniteLossError`.
       task: How labels meet logits (`trainer.tasks`): `MulticlassTask()` (the
-        default, softmax over K logits) or `BinaryTask()` (a one-logit model).
+        default, softmax over K logits), `BinaryTask()` (a one-logit model),
+        `PerPositionTask()` (a label per position) or `MultiLabelTask()`
+        (`L` sigmoid logits, multi-hot labels).
       jit_compile: Compile the per-replica step with XLA (`tf.function(
         jit_compile=True)` on the step, inside the uncompiled multi-step
         loop): True, False, or `"auto"`: before the first step, time a few
@@ -355,7 +357,7 @@ class Trainer:
         self.train_loss.update_state(
             tf.where(applied, per_example_loss, tf.zeros_like(per_example_loss)),
             sample_weight=tf.cast(applied, per_example_loss.dtype))
-        self.train_confusion.update_state(labels, logits)
+        self.train_confusion.update_state(labels, self.task.predicted_classes(labels, logits))
 
     # ------------------------------------------------------------ compiled code
 
@@ -443,7 +445,8 @@ class Trainer:
         logits, labels, sample_weight = self.task.positions(self._model_logits(features), labels,
                                                             sample_weight)
         self.eval_loss.update_state(self._weighted_loss(labels, logits, sample_weight))
-        self.eval_confusion.update_state(labels, self.task.decision_logits(logits))
+        self.eval_confusion.update_state(
+            labels, self.task.predicted_classes(labels, self.task.decision_logits(logits)))
 
     def _model_logits(self, features) -> tf.Tensor:
         return tf.cast(self.model(features, training=False), tf.float32)
@@ -809,9 +812,11 @@ class Trainer:
                 self._forward_with_loss_fn = tf.function(self._forward_with_loss,
                                                          reduce_retracing=True)
             outputs, _ = collect_outputs(self._forward_with_loss_fn, data)
+            logits, labels = concatenate(outputs, 0), concatenate(outputs, 2)
+            predictions = self.task.predicted_classes(tf.constant(labels), tf.constant(logits)).numpy()
             return EvaluationResult.from_logits(
-                concatenate(outputs, 0), concatenate(outputs, 2),
-                loss=float(np.mean(concatenate(outputs, 1))), epoch=epoch, step=step)
+                logits, labels, loss=float(np.mean(concatenate(outputs, 1))), epoch=epoch, step=step,
+                predictions=predictions, num_classes=self.num_classes)
         distributed, _ = self._distribute(data, "data")
         if self._eval_fn is None:
             self._eval_fn = self._make_eval_fn()
@@ -836,12 +841,15 @@ class Trainer:
         return self.evaluation(data).metrics()
 
     def collect_logits(self, data: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
-        """`(logits float32 [N, K], labels int64 [N])` of a dataset of `(features, labels)` batches."""
+        """`(logits float32 [N, K], labels int64 [N])` of a dataset of `(features, labels)` batches.
+
+        A multi-label task's: `[N, L]` logits and multi-hot labels (`Task.example_view`).
+        """
         self._check_dataset(data, "data")
         if self._forward_with_loss_fn is None:
             self._forward_with_loss_fn = tf.function(self._forward_with_loss, reduce_retracing=True)
         outputs, _ = collect_outputs(self._forward_with_loss_fn, data)
-        return concatenate(outputs, 0), concatenate(outputs, 2)
+        return self.task.example_view(concatenate(outputs, 0), concatenate(outputs, 2), self.num_classes)
 
     # ------------------------------------------------------- prediction
 
@@ -863,7 +871,7 @@ class Trainer:
 
     def _decision_offsets(self, logit_adjustment: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if logit_adjustment is None and self.operating_point is not None:
-            logit_adjustment = self.operating_point.offsets()
+            logit_adjustment = self.operating_point.offsets()  # None: a decision that keeps them
         if logit_adjustment is None:
             return None
         offsets = np.asarray(logit_adjustment, np.float32)
@@ -890,9 +898,7 @@ class Trainer:
         offsets = self._decision_offsets(logit_adjustment)
         if offsets is not None:
             logits = logits + offsets
-        logits = logits - logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        return probabilities / probabilities.sum(axis=1, keepdims=True)
+        return self.task.probabilities(logits)
 
     def predict_classes(self, data: Union[tf.data.Dataset, np.ndarray]) -> np.ndarray:
         """Predicted class indices `[N]`: the `operating_point`'s decision, else the task's."""

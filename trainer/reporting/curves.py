@@ -10,49 +10,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class PrecisionRecallCurve:
-    """One-vs-rest precision and recall at every cut-off of a score, highest score first.
-
-    Attributes:
-      recall: `[M + 1]` recall after predicting the top 0, 1, ... distinct scores (starts at 0).
-      precision: `[M + 1]` precision there (the first point repeats the second's, as usual).
-      thresholds: `[M]` the distinct scores, descending (cut-off `score >= threshold`).
-      average_precision: `sum_i (R_i - R_{i-1}) P_i` (step-wise area; NaN without positives).
-      positives: Number of positive examples.
-    """
-
-    recall: np.ndarray
-    precision: np.ndarray
-    thresholds: np.ndarray
-    average_precision: float
-    positives: int
-
-
-def precision_recall_curve(scores: np.ndarray, positive: np.ndarray) -> PrecisionRecallCurve:
-    """The PR curve of `scores` for the boolean `positive` (ties share one cut-off).
-
-    Args:
-      scores: `[N]` scores, higher meaning more positive.
-      positive: `[N]` booleans.
-    """
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    positive = np.asarray(positive, bool).reshape(-1)
-    order = np.argsort(-scores, kind="stable")
-    ranked, hits = scores[order], positive[order]
-    # The last index of each run of equal scores: one cut-off per distinct score.
-    last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
-    true_positives = np.cumsum(hits)[last].astype(np.float64)
-    predicted = (last + 1).astype(np.float64)
-    total = int(hits.sum())
-    recall = true_positives / total if total else np.zeros_like(true_positives)
-    precision = true_positives / predicted
-    first = precision[0] if precision.size else 1.0
-    recall = np.r_[0.0, recall]
-    precision = np.r_[first, precision]
-    average = float(np.sum(np.diff(recall) * precision[1:])) if total else float("nan")
-    return PrecisionRecallCurve(recall, precision, ranked[last], average, total)
+from trainer.metrics import PrecisionRecallCurve as PrecisionRecallCurve  # re-exported
+from trainer.metrics import precision_recall_curve as precision_recall_curve  # re-exported
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """Start-up and exit time of the command line, as real `python -m trainer.main` processes.
 
 Per round, and for each source tree given (`--trees`, alternating their order
-round by round), it times five processes, each started fresh:
+round by round), it times six processes, each started fresh:
 
 - import: `python -c "import trainer.main"` (what importing the CLI costs);
 - help: `python -m trainer.main --helpshort` (the program's start-up and exit, no run);
 - run: the default run (`--cli_args` added) on a fresh `--model_dir`, from
   launch to its first training step and to its exit;
-- rerun: the same command again on that finished run directory.
+- rerun: the same command again on that finished run directory;
+- evaluate: `python -m trainer.evaluate --model_dir=<the run>` (the export on the
+  run's own evaluation data, the report written);
+- predict: `python -m trainer.predict` of the export over an NPZ of
+  `--predict_rows` new rows of its input shape.
 
 Each figure is wall seconds and CPU seconds (user + system of the process
 and its children, from `os.wait4`), medians over the rounds; with two trees,
@@ -30,7 +34,8 @@ Every run is checked for the work it claims: the run exits 0 with
 metrics.json at its final epoch (step > 0), the export and (with matplotlib)
 report.html written; the rerun exits 0, trains nothing (the latest checkpoint
 and metrics.json's epoch and step as they were) and reports the same metrics.
-The script stops with an error otherwise.
+Evaluate must exit 0 and write evaluation.json; predict must exit 0 and write one
+output row per input row. The script stops with an error otherwise.
 
 Usage:
   TF_CPP_MIN_LOG_LEVEL=2 python scripts/bench_startup.py --rounds 5 --json_out startup.json
@@ -57,7 +62,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEASURES = ("import", "help", "run", "rerun")
+MEASURES = ("import", "help", "run", "rerun", "evaluate", "predict")
 TIMING_LINE = re.compile(r"Timing \(s since the process started\): (.*?)\.?$")
 TIMING_MARK = re.compile(r"(\w+) (\d+(?:\.\d+)?)")
 # absl: `I1202 06:17:50.800575 140419949939584 train.py:185] message`.
@@ -77,6 +82,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="Flags added to the run and the rerun (e.g. --epochs=1); none: the default run.")
     parser.add_argument("--importtime_top", type=int, default=8,
                         help="How many packages and modules the import profile lists (0: no profile).")
+    parser.add_argument("--predict_rows", type=int, default=2000,
+                        help="Rows of the NPZ that the predict measure reads.")
     parser.add_argument("--work_dir", default=None,
                         help="Where the run directories go (default: a temporary directory, removed after).")
     parser.add_argument("--json_out", default=None, help="Write every figure here as JSON.")
@@ -198,8 +205,39 @@ def _summary(result: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
     return {**{key: result[key] for key in keep}, **extra}
 
 
-def time_tree(tree: str, model_dir: str, cli_args: List[str], log_prefix: str) -> Dict[str, Any]:
-    """The four measures of one round in `tree`, checked (see the module doc)."""
+def time_serving_commands(tree: str, model_dir: str, export_dir: str, rows: int,
+                          log_prefix: str) -> Dict[str, Any]:
+    """`trainer.evaluate` and `trainer.predict` on a finished run, each a fresh process, checked."""
+    import numpy as np
+
+    python = sys.executable
+    record: Dict[str, Any] = {}
+    evaluated = run_process([python, "-m", "trainer.evaluate", f"--model_dir={model_dir}"], tree=tree,
+                            log_prefix=log_prefix + "evaluate")
+    _require(evaluated["returncode"] == 0 and _read_json(os.path.join(model_dir, "evaluation.json")),
+             "trainer.evaluate failed or wrote no evaluation.json", evaluated)
+    record["evaluate"] = _summary(evaluated)
+    metadata = _read_json(os.path.join(export_dir, "assets.extra", "metadata.json")) or {}
+    _require("input_shape" in metadata, f"no input_shape in {export_dir}'s metadata.json", evaluated)
+    inputs, output = log_prefix + "new_rows.npz", log_prefix + "predictions.csv"
+    np.savez(inputs, x=np.random.default_rng(0).normal(size=(rows, *metadata["input_shape"]))
+             .astype(np.float32))
+    predicted = run_process([python, "-m", "trainer.predict", f"--model_dir={model_dir}",
+                             f"--input=npz:{inputs}", f"--output={output}"], tree=tree,
+                            log_prefix=log_prefix + "predict")
+    written = 0
+    if predicted["returncode"] == 0 and os.path.isfile(output):
+        with open(output) as stream:
+            written = sum(1 for _ in stream) - 1  # the header
+    _require(predicted["returncode"] == 0 and written == rows,
+             f"trainer.predict failed or wrote {written} rows for {rows}", predicted)
+    record["predict"] = _summary(predicted, rows=rows)
+    return record
+
+
+def time_tree(tree: str, model_dir: str, cli_args: List[str], log_prefix: str,
+              predict_rows: int = 2000) -> Dict[str, Any]:
+    """The six measures of one round in `tree`, checked (see the module doc)."""
     python = sys.executable
     record: Dict[str, Any] = {}
 
@@ -245,6 +283,8 @@ def time_tree(tree: str, model_dir: str, cli_args: List[str], log_prefix: str) -
     record["rerun"] = _summary(again, trained=trained, summary_only="Finished earlier" in again["stdout"],
                                timing=timing_marks(again["stderr"]))
     _require(not record["rerun"]["trained"], "the rerun trained", again)
+    if exported:
+        record.update(time_serving_commands(tree, model_dir, export_dir, predict_rows, log_prefix))
     return record
 
 
@@ -290,7 +330,8 @@ def medians(rounds: List[Dict[str, Any]]) -> Dict[str, Dict[str, Optional[float]
     """Per measure: median wall and CPU seconds (and the run's first step)."""
     out = {}
     for measure in MEASURES:
-        out[measure] = {key: _median([r[measure][key] for r in rounds]) for key in ("wall_s", "cpu_s")}
+        out[measure] = {key: _median([r[measure][key] for r in rounds if measure in r])
+                        for key in ("wall_s", "cpu_s")}
     out["run"]["first_step_s"] = _median([r["run"]["first_step_s"] for r in rounds])
     return out
 
@@ -314,7 +355,11 @@ ROWS = (("import", "wall_s", "`python -c 'import trainer.main'`, wall"),
         ("run", "wall_s", "run: launch to exit, wall"),
         ("run", "cpu_s", "run: CPU"),
         ("rerun", "wall_s", "rerun on the finished run, wall"),
-        ("rerun", "cpu_s", "rerun on the finished run, CPU"))
+        ("rerun", "cpu_s", "rerun on the finished run, CPU"),
+        ("evaluate", "wall_s", "`trainer.evaluate` on the finished run, wall"),
+        ("evaluate", "cpu_s", "`trainer.evaluate` on the finished run, CPU"),
+        ("predict", "wall_s", "`trainer.predict` over the new rows, wall"),
+        ("predict", "cpu_s", "`trainer.predict` over the new rows, CPU"))
 
 
 def ratios(results: Dict[str, Any], names: List[str]) -> Optional[Dict[str, Optional[float]]]:
@@ -325,7 +370,8 @@ def ratios(results: Dict[str, Any], names: List[str]) -> Optional[Dict[str, Opti
     out = {}
     for measure, key, _ in ROWS:
         out[f"{measure}.{key}"] = _median([b[measure][key] / a[measure][key] for a, b in zip(first, second)
-                                           if a[measure][key] and b[measure][key] is not None])
+                                           if measure in a and measure in b and a[measure][key]
+                                           and b[measure][key] is not None])
     return out
 
 
@@ -372,7 +418,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             for name in order:
                 prefix = os.path.join(work, f"{name}-{index}-")
                 model_dir = prefix + "run"
-                record = time_tree(trees[name], model_dir, cli_args, prefix)
+                record = time_tree(trees[name], model_dir, cli_args, prefix, args.predict_rows)
                 results[name]["rounds"].append(record)
                 print(f"round {index + 1}/{args.rounds} {name}: run {record['run']['wall_s']:.2f} s "
                       f"({record['run']['cpu_s']:.2f} CPU), rerun {record['rerun']['wall_s']:.2f} s "
@@ -394,7 +440,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
               "measures": {"import": "python -c 'import trainer.main'",
                            "help": "python -m trainer.main --helpshort",
                            "run": "python -m trainer.main --model_dir=<fresh> " + " ".join(cli_args),
-                           "rerun": "the same command again on the finished run directory"}}
+                           "rerun": "the same command again on the finished run directory",
+                           "evaluate": "python -m trainer.evaluate --model_dir=<the run>",
+                           "predict": f"python -m trainer.predict --model_dir=<the run> "
+                                      f"--input=npz:<{args.predict_rows} rows> --output=<csv>"}}
     print(markdown(results, names, ratio))
     if args.json_out:
         with open(args.json_out, "w") as stream:

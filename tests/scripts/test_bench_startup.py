@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "bench_startup.py")
-MEASURES = ("import", "help", "run", "rerun")
+MEASURES = ("import", "help", "run", "rerun", "evaluate", "predict")
 
 
 def _load_script():
@@ -33,7 +33,8 @@ def bench(tmp_path_factory):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
         [sys.executable, SCRIPT, "--rounds", "1", "--cli_args=--epochs=1", "--importtime_top", "3",
-         "--json_out", str(json_out)], capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
+         "--predict_rows", "50", "--json_out", str(json_out)], capture_output=True, text=True, timeout=400,
+        env=env, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-4000:]
     return json.loads(json_out.read_text()), completed.stdout
 
@@ -58,6 +59,7 @@ def test_one_round_of_each_measure_and_its_checks(bench):
     assert 0 < run["first_step_s"] < run["wall_s"]
     # The rerun on the finished run directory trains nothing and says it only summarised.
     assert rerun["trained"] is False and rerun["summary_only"] is True
+    assert record["predict"]["rows"] == 50  # and the script checked that 50 rows were written
 
 
 def test_phases_come_from_the_clis_timing_marks(bench):

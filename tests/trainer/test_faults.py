@@ -237,8 +237,8 @@ def crash_setup(tmp_path_factory):
     data = write_npz(root / "data.npz", num_examples=2400, num_features=8)
 
     def args(model_dir):
-        return [f"--dataset=npz:{data}", f"--epochs={EPOCHS}", "--batch_size=16",
-                "--steps_per_loop=10", "--deterministic", "--seed=5", "--export_dir=none",
+        return [f"--dataset=npz:{data}", f"--epochs={EPOCHS}", "--batch_size=8",
+                "--steps_per_loop=1", "--deterministic", "--seed=5", "--export_dir=none",
                 "--verbosity=1", f"--model_dir={model_dir}"]
 
     reference = _ReferenceRun(root, args)
@@ -295,7 +295,9 @@ def test_sigterm_then_sigkill_then_rerun_matches_an_uninterrupted_deterministic_
 
     # SIGTERM after the first epoch: a checkpoint in the middle of epoch 2, status 143.
     # Signalled once a loop of epoch 2 has run (its progress line is logged), so the
-    # checkpoint falls mid-epoch however slow the machine is.
+    # checkpoint falls mid-epoch however slow the machine is: one step per loop (180 loops per
+    # epoch) leaves the poller a wide window (with 10 steps per loop an epoch took 80 ms, and
+    # under load the signal once arrived after its last loop).
     code, log = _interrupt(args(run_dir), root / "sigterm.log", run_dir, signal.SIGTERM, min_number=1,
                            log_text="epoch 2 step")
     assert code == EXIT_PREEMPTED, log[-3000:]

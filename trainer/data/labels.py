@@ -2,8 +2,8 @@
 
 Numbers are canonicalised (' 07' -> '7', '2.0' -> '2', '1.50' -> '1.5'). Labels that are all
 integers 0..K-1 are class indices (`--class_names` may name them); integer codes with gaps or not
-starting at 0 (1, 2, 3, 5, 6, 7) are class names in numeric order, with a warning (in files that
-may hold strings: CSV and NPZ; `num_classes` keeps them indices); other labels are class names, in
+starting at 0 (1, 2, 3, 5, 6, 7) are class names in numeric order, with a warning (CSV, NPZ and
+TFRecord alike; `num_classes` keeps them indices); other labels are class names, in
 the order given or sorted (numbers by value, before text sorted as text).
 """
 
@@ -319,7 +319,7 @@ def resolve(first_rows: Mapping[str, int], *, at: Callable[[str], str], source: 
             f"label too large for a class index: {_listed(huge, at)}; integer labels are class "
             f"indices 0..K-1 (at most {MAX_CLASSES:,} classes): is {column!r} the label?")
     codes = sorted(int(n) for n in names)
-    if allow_strings and num_classes is None and class_names is None and codes != list(range(k)):
+    if num_classes is None and class_names is None and codes != list(range(k)):
         # Codes such as 1, 2, 3, 5, 6, 7 (glass.csv): the codes found are the classes, in numeric
         # order, instead of indices 0..7 with classes 0 and 4 that no row has.
         space = string_space(names, None, source=where)

@@ -182,8 +182,9 @@ def _stream_scan(spec: DatasetSpec, rule: Optional[SplitRule], *, label_column: 
                                           rule=rule, known=known, num_classes=num_classes,
                                           cache_dir=cache_dir, class_names=class_names,
                                           weight_key=weight_key)
+    space = LabelSpace(summary.label_mode, summary.class_names)
     return summary, tfrecord_source.parsed_batches(files, feature_key, label_key,
-                                                   summary.input_shape[0], weight_key), (
+                                                   summary.input_shape[0], weight_key, space), (
         None if weight_key is None else f"key {weight_key!r} of tfrecord:{spec.path}")
 
 

@@ -242,15 +242,24 @@ def scan(pattern: str, *, feature_key: str, label_key: str, rule: Optional[Split
 
 
 def parsed_batches(files: List[str], feature_key: str, label_key: str, feature_dim: int,
-                   weight_key: Optional[str] = None):
-    """Returns a callable building the dataset of parsed (x, y[, w]) batches in file order."""
+                   weight_key: Optional[str] = None, space: Optional[LabelSpace] = None):
+    """Returns a callable building the dataset of parsed (x, y[, w]) batches in file order.
+
+    Labels are class indices as they are, or, when `space` maps codes to classes (integer codes
+    with gaps: 'string' mode, `labels.resolve`), the index of their code.
+    """
     parse = _parser(feature_key, label_key, feature_dim, weight_key)
+    maps_codes = space is not None and space.mode != "int"
 
     def build() -> tf.data.Dataset:
+        to_index = space.to_indices_fn() if maps_codes else None
+
         @tf.autograph.experimental.do_not_convert
         def to_xy(serialized):
             parsed = parse(serialized)
-            return (parsed[0], tf.cast(parsed[1], tf.int32)) + tuple(parsed[2:])
+            labels = (to_index(tf.strings.as_string(parsed[1])) if maps_codes
+                      else tf.cast(parsed[1], tf.int32))
+            return (parsed[0], labels) + tuple(parsed[2:])
         return (tf.data.TFRecordDataset(files, buffer_size=1 << 20)
                 .batch(streaming.PARSE_BATCH)
                 .map(to_xy, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))

@@ -191,12 +191,17 @@ def test_bad_labels_are_each_listed(tmp_path):
         load_data(write_csv(tmp_path / "id.csv", ["0", "1", "1e6", "1"]))
 
 
-@pytest.mark.parametrize("kind", ["csv", "npz"])
+@pytest.mark.parametrize("kind", ["csv", "npz", "tfrecord"])
 def test_integer_codes_with_gaps_are_the_classes_in_numeric_order(tmp_path, kind):
     # glass.csv's codes: 1, 2, 3, 5, 6, 7 (no 0, no 4).
     codes = [7, 1, 2, 3, 5, 6, 1, 2, 1, 10] * 6
     if kind == "csv":
         spec = write_csv(tmp_path / "gaps.csv", [str(c) for c in codes])
+    elif kind == "tfrecord":
+        from tests.trainer.data.test_data import write_tfrecord
+
+        write_tfrecord(tmp_path / "gaps.tfrecord", np.zeros((len(codes), 2), np.float32), np.array(codes))
+        spec = f"tfrecord:{tmp_path / 'gaps.tfrecord'}"
     else:
         np.savez(tmp_path / "gaps.npz", x=np.zeros((len(codes), 2), np.float32), y=np.array(codes))
         spec = f"npz:{tmp_path / 'gaps.npz'}"

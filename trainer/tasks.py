@@ -386,12 +386,13 @@ class MultiLabelTask(Task):
         return np.stack([len(labels) - positives, positives], axis=1).reshape(-1)
 
     def class_labels(self, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-        labels = tf.cast(labels, tf.int32)
+        # Checked before the cast, so a soft target such as 0.5 is refused, not truncated to 0.
+        values = tf.cast(labels, tf.float32)
         checks = [tf.debugging.assert_equal(
-            labels * (1 - labels), tf.zeros_like(labels),
+            values * (1 - values), tf.zeros_like(values),
             message="multi-label targets must be 0 or 1")]
         with tf.control_dependencies(checks):
-            return tf.identity(labels)
+            return tf.cast(values, tf.int32)
 
     def check_label_shape(self, labels_shape: tf.TensorShape, logits_shape: tf.TensorShape) -> None:
         labels_shape, logits_shape = tf.TensorShape(labels_shape), tf.TensorShape(logits_shape)

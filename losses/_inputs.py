@@ -54,6 +54,26 @@ def float_logits(y_pred, num_classes: Optional[int] = None, argument: str = "y_p
     return y_pred
 
 
+def sigmoid_targets(y_true, logits: tf.Tensor, loss_name: str) -> tf.Tensor:
+    """The 0/1 targets of a sigmoid loss, shaped like its `[batch, width]` logits.
+
+    One logit: the labels are the targets; `width` logits: multi-hot labels
+    `[batch, width]` as they are, integer class labels one-hot (one-vs-all).
+
+    Raises:
+      ValueError: when the logits' last dimension is unknown.
+    """
+    width = logits.shape[-1]
+    y_true = tf.convert_to_tensor(y_true)
+    if width is None:
+        raise ValueError(f"{loss_name} needs logits with a known last dimension.")
+    if width > 1 and y_true.shape.rank == 2 and y_true.shape[-1] == width:
+        return tf.cast(y_true, logits.dtype)
+    if width == 1:
+        return tf.reshape(tf.cast(y_true, logits.dtype), [-1, 1])
+    return tf.one_hot(sparse_labels(y_true), width, dtype=logits.dtype)
+
+
 def as_float_list(values: Sequence[float]) -> list:
     """A JSON-friendly copy of a numeric vector, for `get_config`."""
     return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]

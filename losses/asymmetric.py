@@ -7,7 +7,7 @@ from typing import Any, Dict
 import keras
 import tensorflow as tf
 
-from losses._inputs import float_logits
+from losses._inputs import float_logits, sigmoid_targets
 from trainer.checks import check_nonnegative, check_number
 
 
@@ -29,7 +29,10 @@ class AsymmetricLoss(keras.losses.Loss):
     at logits of +-1e4. Per-example values are the mean over output units,
     as Keras's `BinaryCrossentropy` takes it (the paper's code sums them: L
     times these for L labels); with `trainer.tasks.MultiLabelTask` each
-    position is one unit, so the two agree up to that factor.
+    position is one unit, so the two agree up to that factor. Targets: 0/1
+    labels of a one-logit model, multi-hot `[batch, L]`, or integer class
+    labels of a `[batch, C]` model (one-hot: one-vs-all sigmoids, as
+    `SigmoidFocalCrossentropy`).
 
     Args:
       gamma_pos: Focusing of positives, >= 0 (paper: 0).
@@ -56,7 +59,7 @@ class AsymmetricLoss(keras.losses.Loss):
         if logits.shape.rank == 1:
             logits = logits[:, tf.newaxis]
         logits = float_logits(logits)
-        targets = tf.reshape(tf.cast(y_true, logits.dtype), tf.shape(logits))
+        targets = sigmoid_targets(y_true, logits, "AsymmetricLoss")
         positive = -tf.math.log_sigmoid(logits)
         if self.gamma_pos > 0:
             positive = tf.exp(self.gamma_pos * tf.math.log_sigmoid(-logits)) * positive

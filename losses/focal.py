@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from losses._inputs import as_float_list, float_logits, sparse_labels
+from losses._inputs import as_float_list, float_logits, sigmoid_targets, sparse_labels
 from trainer.checks import ArgumentError, check_nonnegative, check_number
 
 
@@ -136,16 +136,7 @@ class SigmoidFocalCrossentropy(keras.losses.Loss):
         if logits.shape.rank == 1:
             logits = logits[:, tf.newaxis]
         logits = float_logits(logits)
-        width = logits.shape[-1]
-        y_true = tf.convert_to_tensor(y_true)
-        if width is None:
-            raise ValueError("SigmoidFocalCrossentropy needs logits with a known last dimension.")
-        if width > 1 and y_true.shape.rank == 2 and y_true.shape[-1] == width:
-            targets = tf.cast(y_true, logits.dtype)
-        elif width == 1:
-            targets = tf.reshape(tf.cast(y_true, logits.dtype), [-1, 1])
-        else:
-            targets = tf.one_hot(sparse_labels(y_true), width, dtype=logits.dtype)
+        targets = sigmoid_targets(y_true, logits, "SigmoidFocalCrossentropy")
         sign = 2.0 * targets - 1.0
         signed_logits = sign * logits
         loss = -tf.math.log_sigmoid(signed_logits)

@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import keras
 import numpy as np
 
+from losses.asymmetric import AsymmetricLoss
 from losses.compose import Compose  # noqa: F401  (registers the class for deserialize_rule)
 from losses.deferred import DeferredReweighting
 from losses.equalization import EqualizationV2
@@ -32,7 +33,9 @@ from trainer.checks import (
 )
 
 LOSS_NAMES = ("cross_entropy", "focal", "sigmoid_focal", "logit_adjusted", "balanced_softmax",
-              "ldam")
+              "ldam", "asymmetric")
+# Losses of one sigmoid logit per example or label (a one-logit binary head, multi-label).
+SIGMOID_LOSS_NAMES = ("sigmoid_focal", "asymmetric")
 RULE_NAMES = ("none", "manual", "inverse_frequency", "effective_number", "target_class", "drw",
               "eqlv2")
 # Rules that `drw_rule` may name.
@@ -55,7 +58,8 @@ def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
               alpha: Union[None, float, Sequence[float]] = None, max_margin: float = 0.5,
               scale: float = 30.0,
               reduction: Optional[str] = "sum_over_batch_size",
-              class_names: Optional[Sequence[str]] = None) -> keras.losses.Loss:
+              class_names: Optional[Sequence[str]] = None, gamma_pos: float = 0.0,
+              gamma_neg: float = 4.0, clip: float = 0.05) -> keras.losses.Loss:
     """Returns the loss called `name`.
 
     Args:
@@ -73,6 +77,9 @@ def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
         an ordinary dense head).
       reduction: Keras reduction of the returned loss (None: per example).
       class_names: Class names, for the warnings about absent classes.
+      gamma_pos: `asymmetric`'s focusing parameter of the positives.
+      gamma_neg: `asymmetric`'s focusing parameter of the negatives.
+      clip: `asymmetric`'s probability margin of the negatives.
 
     Raises:
       ArgumentError: naming `name` when it is not one of `LOSS_NAMES`, or the
@@ -85,6 +92,8 @@ def make_loss(name: str, *, class_counts: Optional[Sequence[float]] = None,
         return SparseFocalCrossentropy(gamma=gamma, alpha=alpha, reduction=reduction)
     if name == "sigmoid_focal":
         return SigmoidFocalCrossentropy(gamma=gamma, alpha=alpha, reduction=reduction)
+    if name == "asymmetric":
+        return AsymmetricLoss(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, reduction=reduction)
     counts = _counts(name, "loss", class_counts, num_classes)
     if name == "logit_adjusted":
         return LogitAdjustedCrossentropy(counts, tau=tau, reduction=reduction, class_names=class_names)

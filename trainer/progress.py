@@ -33,7 +33,7 @@ def _class(k: int, class_names: Optional[Sequence[str]]) -> str:
 
 def epoch_summary(logs: Mapping[str, Any], *, class_names: Optional[Sequence[str]] = None,
                   target_class: Optional[int] = None, target_recall: Optional[float] = None,
-                  evaluated_on: str = "val") -> str:
+                  evaluated_on: str = "val", multi_label: bool = False) -> str:
     """What an epoch's logs say that matters, in one line (after the loss and speed).
 
     Args:
@@ -42,24 +42,30 @@ def epoch_summary(logs: Mapping[str, Any], *, class_names: Optional[Sequence[str
       target_class: The monitored class: its recall (and weight, when the logs have it) is shown.
       target_recall: Its target, shown next to it.
       evaluated_on: What the `val_` figures are measured on, one word (e.g. "validation").
+      multi_label: The classes are a multi-label task's label values (`trainer.tasks.MultiLabelTask`):
+        the worst is the label of smallest recall (classes `2l + 1`), not "without label l".
     """
     parts = [f"loss {logs['loss']:.4f}"] if "loss" in logs else []
     recalls = {int(m.group(1)): float(v) for key, v in logs.items() if (m := _RECALL.match(key))}
     figures = []
     if "val_balanced_accuracy" in logs:
         figures.append(f"balanced accuracy {logs['val_balanced_accuracy']:.4f}")
-    finite = {k: r for k, r in recalls.items() if np.isfinite(r)}
+    finite = {k: r for k, r in recalls.items() if np.isfinite(r) and (k % 2 or not multi_label)}
     if finite:
         worst = min(finite, key=lambda k: (finite[k], k))
         weight = logs.get(f"class_weight/{worst}") if target_class is None else None
-        figures.append(f"worst {_class(worst, class_names)} recall {finite[worst]:.4f}"
+        which = (f"label {class_names[worst]}" if multi_label and class_names
+                 else _class(worst, class_names))
+        figures.append(f"worst {which} recall {finite[worst]:.4f}"
                        + (f", weight {weight:.3g}" if weight is not None else ""))
     elif "val_min_recall" in logs:
         figures.append(f"worst-class recall {logs['val_min_recall']:.4f}")
     if figures:
         parts.append(f"| {evaluated_on}: " + ", ".join(figures))
     if target_class is not None and target_class in recalls:
-        text = f"| {_class(target_class, class_names)} recall {recalls[target_class]:.4f}"
+        which = (f"label {class_names[target_class]}" if multi_label and class_names
+                 else _class(target_class, class_names))
+        text = f"| {which} recall {recalls[target_class]:.4f}"
         if target_recall is not None:
             text += f" (target {target_recall:g})"
         weight = logs.get(f"class_weight/{target_class}")
@@ -84,13 +90,16 @@ class ProgressLogger(keras.callbacks.Callback):
       target_class: The monitored class (its recall and weight in the epoch line).
       target_recall: Its target recall.
       evaluated_on: What the per-epoch evaluation is, one word ("validation", "eval").
+      multi_label: The classes are label values of a multi-label task (`epoch_summary`).
     """
 
     def __init__(self, global_batch_size: int, steps_per_epoch: Optional[int] = None, *,
                  verbosity: int = 1, use_progress_bar: Optional[bool] = None,
                  class_names: Optional[Sequence[str]] = None, target_class: Optional[int] = None,
-                 target_recall: Optional[float] = None, evaluated_on: str = "val"):
+                 target_recall: Optional[float] = None, evaluated_on: str = "val",
+                 multi_label: bool = False):
         super().__init__()
+        self.multi_label = bool(multi_label)
         self.global_batch_size = int(global_batch_size)
         self.steps_per_epoch = steps_per_epoch
         self.verbosity = int(verbosity)
@@ -145,7 +154,8 @@ class ProgressLogger(keras.callbacks.Callback):
         examples = (self._last_step + 1) * self.global_batch_size
         speed = f" {examples / training:,.0f} examples/s" if self._last_step >= 0 else ""
         summary = epoch_summary(logs, class_names=self.class_names, target_class=self.target_class,
-                                target_recall=self.target_recall, evaluated_on=self.evaluated_on)
+                                target_recall=self.target_recall, evaluated_on=self.evaluated_on,
+                                multi_label=self.multi_label)
         return f"epoch {epoch + 1}/{self._epochs or '?'} {elapsed:.1f}s{speed} {summary}"
 
     def on_epoch_end(self, epoch, logs=None):

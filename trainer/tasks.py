@@ -21,6 +21,7 @@ import tensorflow as tf
 from losses.asymmetric import AsymmetricLoss
 from losses.focal import SigmoidFocalCrossentropy
 from trainer.checks import ArgumentError
+from trainer.data.multi_label import label_value_counts, label_value_names
 
 
 class Task:
@@ -371,8 +372,7 @@ class MultiLabelTask(Task):
 
     def class_names(self, num_labels: int) -> list:
         """`['not a', 'a', 'not b', 'b', ...]` for the `2L` classes."""
-        names = self.label_names or tuple(f"label {j}" for j in range(num_labels))
-        return [text for name in names for text in (f"not {name}", name)]
+        return label_value_names(self.label_names or tuple(f"label {j}" for j in range(num_labels)))
 
     @staticmethod
     def class_counts(labels: np.ndarray) -> np.ndarray:
@@ -382,8 +382,7 @@ class MultiLabelTask(Task):
         if labels.ndim != 2 or not np.isin(labels, (0, 1)).all():
             raise ArgumentError("labels", f"an array of shape {labels.shape}",
                                 "must be a multi-hot [N, L] matrix of 0s and 1s")
-        positives = labels.sum(axis=0).astype(np.float64)
-        return np.stack([len(labels) - positives, positives], axis=1).reshape(-1)
+        return label_value_counts(labels).astype(np.float64)
 
     def class_labels(self, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
         # Checked before the cast, so a soft target such as 0.5 is refused, not truncated to 0.

@@ -343,7 +343,7 @@ def test_make_loss(name, expected):
 
 @pytest.mark.parametrize("name, kwargs, argument, message", [
     ("hinge", {}, "name", r"^name must be one of cross_entropy, focal, sigmoid_focal, logit_adjusted, "
-                          r"balanced_softmax, ldam, got 'hinge'\.$"),
+                          r"balanced_softmax, ldam, asymmetric, got 'hinge'\.$"),
     ("logit_adjusted", {}, "class_counts", r"^class_counts is needed by the loss 'logit_adjusted'.*got None"),
     ("ldam", {"class_counts": COUNTS, "num_classes": 3}, "class_counts",
      r"^class_counts has 4 values but there are 3 classes, got \[500.0, 120.0, 30.0, 7.0\]"),

@@ -29,6 +29,15 @@ def test_the_summary_names_the_worst_and_the_target_class():
     assert training_only == "loss 1.0000 train balanced accuracy 0.4000"
 
 
+def test_a_multi_label_summary_names_the_worst_label_not_a_negative_class():
+    # Classes 2l / 2l + 1: without / with label l. "not b" (0.1) is no label's recall.
+    logs = {"loss": 0.5, "val_recall/0": 0.9, "val_recall/1": 0.6, "val_recall/2": 0.1,
+            "val_recall/3": 0.8}
+    line = epoch_summary(logs, class_names=["not a", "a", "not b", "b"], target_class=3,
+                         target_recall=0.9, evaluated_on="validation", multi_label=True)
+    assert line == "loss 0.5000 | validation: worst label a recall 0.6000 | label b recall 0.8000 (target 0.9)"
+
+
 def test_the_line_shows_the_weight_the_controller_set_that_epoch(capsys):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=128).astype(np.int32)

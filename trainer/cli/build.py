@@ -34,7 +34,7 @@ from trainer.distribute import (
 )
 from trainer.models import build_model
 from trainer.progress import ProgressLogger
-from trainer.tasks import BinaryTask, one_logit_loss
+from trainer.tasks import BinaryTask, MultiLabelTask, one_logit_loss
 from trainer.trainer import Trainer
 
 
@@ -183,9 +183,10 @@ def make_datasets(config: RunConfig, bundle: Any) -> RunData:
 
 def make_loss(loss: LossConfig, class_counts: Any) -> keras.losses.Loss:
     """The per-example loss `--loss` names, with its parameters."""
-    with flags_named(name="loss"):
+    with flags_named(name="loss", gamma_pos="asl_gamma_pos", gamma_neg="asl_gamma_neg", clip="asl_clip"):
         return registry.make_loss(loss.loss, class_counts=class_counts, gamma=loss.gamma, tau=loss.tau,
-                                  scale=loss.ldam_scale)
+                                  scale=loss.ldam_scale, gamma_pos=loss.asl_gamma_pos,
+                                  gamma_neg=loss.asl_gamma_neg, clip=loss.asl_clip)
 
 
 def make_recall_target(recall: RecallConfig, class_counts: Any,
@@ -271,17 +272,22 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
              callbacks: Sequence[keras.callbacks.Callback], strategy: tf.distribute.Strategy,
              model_dir: Optional[str], input_shape: Sequence[int], feature_mean: Any,
              feature_variance: Any, num_examples: int, class_names: Optional[Sequence[str]] = None,
-             evaluated_on: str = "val") -> Trainer:
+             evaluated_on: str = "val", label_names: Optional[Sequence[str]] = None) -> Trainer:
     """The Trainer of the config's model, loss and rule on data of these statistics (seeds nothing).
 
     Its progress line names `class_names` and says which split the per-epoch
     figures are of (`evaluated_on`, e.g. "validation"). With `--binary_head=sigmoid` the
     model ends in one logit, the task is `BinaryTask` and `loss` trains in its one-logit
-    form (`trainer.tasks.one_logit_loss`).
+    form (`trainer.tasks.one_logit_loss`). With `label_names` (`--label_columns`) the
+    model ends in one logit per label and the task is `MultiLabelTask`; `loss` is then
+    binary cross-entropy for `--loss=cross_entropy`.
     """
     training, output = config.training, config.output
     num_classes = config.data.num_classes
     one_logit = config.model.one_logit
+    multi_label = label_names is not None
+    outputs = len(label_names) if multi_label else 1 if one_logit else num_classes
+    task = MultiLabelTask(label_names) if multi_label else BinaryTask() if one_logit else None
 
     def model_factory() -> keras.Model:
         architecture = {} if config.model.hidden_units is None else {
@@ -289,19 +295,20 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
         if config.model.dropout:
             architecture["dropout"] = config.model.dropout
         with dtype_policy(training.mixed_precision):
-            return build_model(config.model.model, input_shape, 1 if one_logit else num_classes,
+            return build_model(config.model.model, input_shape, outputs,
                                feature_mean=feature_mean, feature_variance=feature_variance,
                                **architecture)
 
     steps_per_epoch = math.ceil(num_examples / training.batch_size) or None
     progress = ProgressLogger(training.batch_size, steps_per_epoch, verbosity=output.verbosity,
                               class_names=class_names, target_class=config.recall.single_target_class,
-                              target_recall=config.recall.target_recall, evaluated_on=evaluated_on)
+                              target_recall=config.recall.target_recall, evaluated_on=evaluated_on,
+                              multi_label=multi_label)
     # The progress line comes last: it shows the weights the controller set this epoch.
     return Trainer(
         model=model_factory, optimizer=lambda: make_optimizer(training),
-        loss=one_logit_loss(loss) if one_logit else loss, reweighting=rule, num_classes=num_classes,
-        task=BinaryTask() if one_logit else None, strategy=strategy,
+        loss=one_logit_loss(loss) if one_logit or multi_label else loss, reweighting=rule,
+        num_classes=num_classes, task=task, strategy=strategy,
         steps_per_loop=training.steps_per_loop, model_dir=model_dir,
         callbacks=[*callbacks, progress], skip_nonfinite_steps=training.skip_nonfinite_steps,
         jit_compile=resolved_jit_compile(training))
@@ -344,7 +351,7 @@ def make_trainer(config: RunConfig, bundle: Any, *, loss: keras.losses.Loss,
                        model_dir=config.output.model_dir, input_shape=bundle.train.input_shape,
                        feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance,
                        num_examples=bundle.train.num_examples, class_names=bundle.class_names,
-                       evaluated_on=evaluated_on(config, bundle))
+                       evaluated_on=evaluated_on(config, bundle), label_names=bundle.label_names)
     tensorboard_run.describe_summaries(trainer, config, bundle)
     trainer.operating_point = decisions.load(config.output.model_dir)
     trainer.calibration = decisions.load_calibration(config.output.model_dir)
@@ -401,7 +408,9 @@ def build(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, *,
     rule = make_rule(config, class_counts, config.data.num_classes, loss)
     warn_if_prior_counted_twice(loss, rule)
     is_chief_process = chief(strategy)
-    callbacks = make_callbacks(config, bundle, rule, chief=is_chief_process)
+    # A multi-label run's images and PR curves are not drawn (TensorBoardExtras reads one label per row).
+    callbacks = make_callbacks(config, bundle, rule, chief=is_chief_process,
+                               tensorboard=bundle.label_names is None)
     if "learning_rate" in changed:
         callbacks.insert(0, ResumedLearningRate(config.training.learning_rate))
     trainer = make_trainer(config, bundle, loss=loss, rule=rule, callbacks=callbacks,

@@ -77,6 +77,12 @@ class DataConfig:
     channels_first: Optional[bool] = None
     weight_key: Optional[str] = None
     weighted_metrics: bool = False
+    label_columns: Optional[Tuple[str, ...]] = None
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the run trains several yes/no labels (`--label_columns`)."""
+        return self.label_columns is not None
 
     def column_options(self) -> ColumnOptions:
         """How a CSV file's columns are chosen and read (`trainer.data.ColumnOptions`)."""
@@ -129,6 +135,9 @@ class LossConfig:
     ldam_scale: float
     drw_start_epoch: int
     drw_rule: str
+    asl_gamma_pos: float = 0.0
+    asl_gamma_neg: float = 4.0
+    asl_clip: float = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -559,6 +568,9 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
         calibrate = _default_calibrate(f.reweighting, f.recall_target_mode, f.target_class,
                                        f.target_recall, f.cost_matrix)
     _check_cost_matrix_combination(f)
+    multi_label = f.label_columns is not None
+    if multi_label:
+        _check_multi_label_flags(f)
     cost_matrix = None if f.cost_matrix is None else read_cost_matrix(f.cost_matrix)
     config = RunConfig(
         data=DataConfig(
@@ -574,15 +586,18 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             max_vocabulary=f.max_vocabulary, min_category_count=f.min_category_count,
             class_names=None if f.class_names is None else tuple(f.class_names),
             channels_first=f.channels_first, weight_key=f.weight_key,
-            weighted_metrics=bool(f.weighted_metrics)),
+            weighted_metrics=bool(f.weighted_metrics),
+            label_columns=None if f.label_columns is None else tuple(f.label_columns)),
         model=ModelConfig(model=f.model,
                           hidden_units=_hidden_units(f["hidden_units"].value, f["hidden_units"].present),
                           dropout=f.dropout, binary_head=f.binary_head),
         loss=LossConfig(
-            loss=resolve_loss(f.loss, f.reweighting, f.drw_rule), reweighting=f.reweighting,
+            loss="cross_entropy" if multi_label and f.loss == "auto" else resolve_loss(
+                f.loss, f.reweighting, f.drw_rule), reweighting=f.reweighting,
             class_weights=_class_weights(f.class_weights),
             target_weight=f.target_weight, beta=f.beta, gamma=f.gamma, tau=f.tau,
-            ldam_scale=f.ldam_scale, drw_start_epoch=f.drw_start_epoch, drw_rule=f.drw_rule),
+            ldam_scale=f.ldam_scale, drw_start_epoch=f.drw_start_epoch, drw_rule=f.drw_rule,
+            asl_gamma_pos=f.asl_gamma_pos, asl_gamma_neg=f.asl_gamma_neg, asl_clip=f.asl_clip),
         recall=RecallConfig(
             target_class=_class_flag(f.target_class), target_recall=f.target_recall,
             recall_target_mode=f.recall_target_mode, recall_target_adjust=f.recall_target_adjust,
@@ -590,10 +605,11 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             early_stopping_patience=f.early_stopping_patience, stop_at_recall=f.stop_at_recall,
             reduce_lr_patience=f.reduce_lr_patience, reduce_lr_factor=f.reduce_lr_factor,
             calibrate=bool(calibrate), max_balanced_accuracy_drop=f.max_balanced_accuracy_drop,
-            decision_folds=f.decision_folds, decision_model=f.decision_model,
+            decision_folds=0 if multi_label else f.decision_folds, decision_model=f.decision_model,
             decision_confidence=f.decision_confidence,
             decision_estimator=f.decision_estimator,
-            calibrate_probabilities=bool(f.calibrate_probabilities), cost_matrix=cost_matrix),
+            calibrate_probabilities=bool(f.calibrate_probabilities) and not multi_label,
+            cost_matrix=cost_matrix),
         training=TrainingConfig(
             epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
             steps_per_loop=f.steps_per_loop, seed=f.seed, deterministic=f.deterministic,
@@ -621,6 +637,53 @@ def resolve_loss(loss: str, reweighting: str, drw_rule: str) -> str:
 
 
 # ------------------------------------------------------------------ the checks
+
+# Flags a multi-label run (`--label_columns`) cannot honour, and why; refused when given.
+_NOT_MULTI_LABEL = {
+    "label_column": "--label_columns names the label columns",
+    "num_classes": "the classes are the labels' yes/no values",
+    "class_names": "the labels are named by --label_columns",
+    "binary_head": "each label has its own sigmoid logit",
+    "cost_matrix": "a cost matrix weighs the classes of one label per row",
+    "decision_folds": "cross-fitted cut-offs are not built for multi-label runs; each label's cut-off "
+                      "is chosen on the validation split",
+    "decision_model": "there are no fold models (no --decision_folds)",
+    "calibrate_probabilities": "temperature scaling is fitted to a softmax over classes; the labels' "
+                               "sigmoids are served as they are",
+    "compare_baseline": "the plain cross-entropy comparison is built for one label per row",
+    "weighted_metrics": "the per-label metrics count rows",
+    "confusion_matrix_every": "the TensorBoard images and PR curves are drawn for one label per row "
+                              "(the per-label scalars are written)",
+    "feature_key": "multi-label data are read from csv: or npz: files",
+    "label_key": "multi-label data are read from csv: or npz: files",
+}
+# Losses of sigmoid logits, the multi-label choices (`auto` is cross_entropy there).
+_MULTI_LABEL_LOSSES = ("cross_entropy", "sigmoid_focal", "asymmetric")
+
+
+def _check_multi_label_flags(f: flags.FlagValues) -> None:
+    """Refuses, for `--label_columns`, every given flag a multi-label run does not honour.
+
+    Raises:
+      UsageError: naming the flag and why it does not apply.
+    """
+    for name, why in _NOT_MULTI_LABEL.items():
+        if f[name].present:
+            raise UsageError(f"--{name} does not apply with --label_columns (a multi-label run): {why}. "
+                             f"Drop --{name}.")
+    if f.loss not in ("auto", *_MULTI_LABEL_LOSSES):
+        raise UsageError(f"--loss={f.loss} is a loss of one softmax over classes; a multi-label run "
+                         f"(--label_columns) trains a sigmoid per label: use --loss="
+                         f"{', '.join(_MULTI_LABEL_LOSSES)}.")
+    rules = (f.reweighting, f.drw_rule if f.reweighting == "drw" else None)
+    if "eqlv2" in rules:
+        raise UsageError("--reweighting=eqlv2 balances one-vs-all sigmoids of the classes of one label "
+                         "per row; with --label_columns use --reweighting=inverse_frequency (each label's "
+                         "positives against its negatives) or recall_target.")
+    if f.recall_target_mode == "worst_class":
+        raise UsageError("--recall_target_mode=worst_class raises the smallest recall over the classes of "
+                         "one label per row; with --label_columns give --target_class=<label> and "
+                         "--target_recall.")
 
 
 def _check_cost_matrix_combination(f: flags.FlagValues) -> None:

@@ -15,14 +15,19 @@ import numpy as np
 from absl import flags
 
 from trainer import data as data_lib
-from trainer.cli import app, flag_groups, html_report, report
+from trainer.cli import app, flag_groups, html_report, multi_label_train, report
 from trainer.cli.config import DataConfig
 from trainer.cli.errors import UsageError
 from trainer.cli.flag_groups import evaluation as evaluation_flags
 from trainer.data.schema import TabularSchema
 from trainer.export import FEATURES_SIGNATURE, load_serving_function
 from trainer.json_files import read_json, write_json_atomically
-from trainer.metrics import count_confusion_matrix, format_per_class_table, per_class_metrics
+from trainer.metrics import (
+    count_confusion_matrix,
+    format_per_class_table,
+    label_average_precision,
+    per_class_metrics,
+)
 
 FLAGS = flags.FLAGS
 # The flag groups `--help` shows for this command.
@@ -96,9 +101,48 @@ def _serve_all(serve: Any, dataset: Any) -> Dict[str, np.ndarray]:
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
+def run_multi_label(config: EvaluateConfig, serve: Any, metadata: Mapping[str, Any]) -> Dict[str, Any]:
+    """Evaluates an exported multi-label model: per-label figures of its served decisions and at 0.5."""
+    data = config.data
+    label_names = [str(n) for n in metadata["class_names"]]
+    label_columns = list(data.label_columns or metadata.get("label_columns") or label_names)
+    if list(label_columns) != label_names:
+        raise UsageError(f"--label_columns={','.join(label_columns)} are not the model's labels "
+                         f"({','.join(label_names)}).")
+    bundle = data_lib.load_multi_label_data(
+        data.dataset, label_columns=label_columns, eval_dataset=data.eval_dataset,
+        validation_split=data.validation_split, test_split=data.test_split, seed=config.seed,
+        columns=data.column_options(), weight_key=data.weight_key, channels_first=data.channels_first,
+        schema=None if metadata.get("schema") is None else TabularSchema.from_json(metadata["schema"]))
+    logits, labels, decided = [], [], []
+    for batch in bundle.eval.dataset(BATCH_SIZE, shuffle=False, seed=0):
+        served = serve(features=batch[0])
+        labels.append(batch[1].numpy())
+        logits.append(served["logits"].numpy())
+        decided.append(served["decisions"].numpy())
+    logits, labels, decided = (np.concatenate(parts) for parts in (logits, labels, decided))
+    served = multi_label_train.label_results(logits, labels, decided, label_names)
+    default = multi_label_train.label_results(logits, labels, (logits > 0).astype(np.int64), label_names)
+    average_precision = [float(v) for v in label_average_precision(logits, labels)]
+    point = metadata.get("operating_point")
+    decision = "the exported per-label cut-offs" if point else "probability > 0.5 for every label"
+    measured_on = report.describe_split(bundle.eval)
+    evaluation: Dict[str, Any] = {"task": "multi_label", "label_names": label_names, **served,
+                                  "average_precision": average_precision, "at_probability_0.5": default,
+                                  "operating_point": point, "decision": decision, "measured_on": measured_on,
+                                  "export_dir": config.export_dir, "data": bundle.description}
+    write_json_atomically(os.path.join(config.report_dir, "evaluation.json"), evaluation)
+    print(multi_label_train.format_label_table(served, default, average_precision, label_names,
+                                               decision=decision, measured_on=measured_on))
+    print(f"Wrote {os.path.join(config.report_dir, 'evaluation.json')}")
+    return evaluation
+
+
 def run(config: EvaluateConfig) -> Dict[str, Any]:
     """Evaluates the exported model as `config` says; returns the report."""
     serve, metadata = load_serving_function(config.export_dir, FEATURES_SIGNATURE)
+    if metadata.get("head") == "multi_label":
+        return run_multi_label(config, serve, metadata)
     class_names = list(metadata["class_names"])
     data = config.data
     bundle = data_lib.load_data(

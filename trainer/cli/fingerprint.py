@@ -103,6 +103,18 @@ def data_facts(*, specs: Sequence[Optional[str]], class_names: Sequence[str],
         "feature_names": None if feature_names is None else [str(name) for name in feature_names]})
 
 
+def run_fingerprint(config: Any, bundle: Any) -> Dict[str, Any]:
+    """The fingerprint of a run: its compared config values (`RunConfig.compared_values`) and the
+    facts of its data (a `trainer.data.DataBundle`)."""
+    splits = {"train": bundle.train, "eval": bundle.eval, "validation": bundle.validation}
+    data = data_facts(
+        specs=(config.data.dataset, config.data.eval_dataset), class_names=bundle.class_names,
+        class_counts={name: None if split is None else split.class_counts
+                      for name, split in splits.items()},
+        input_shape=bundle.train.input_shape, feature_names=getattr(bundle, "feature_names", None))
+    return make_fingerprint(config.compared_values(), data)
+
+
 def make_fingerprint(config: Mapping[str, Any], data: Mapping[str, Any]) -> Dict[str, Any]:
     """A fingerprint of the compared config values (by flag name) and the data facts."""
     return {"version": VERSION, "config": _normalised(config), "data": _normalised(data),

@@ -23,6 +23,7 @@ from trainer.cli import (
     decision_folds,
     fingerprint,
     html_report,
+    multi_label_train,
     report,
     tensorboard_run,
 )
@@ -47,17 +48,6 @@ Writes checkpoints, TensorBoard events, metrics.json, report.html and the export
 --allow_config_change), or, on a run it finished, prints that run's summary again. Exit status:
 0 done, 2 bad flags or data ("error: ..."), 3 a non-finite loss, 143 preempted after saving a checkpoint.
 """
-
-
-def run_fingerprint(config: RunConfig, bundle: Any) -> Dict[str, Any]:
-    """The fingerprint of a run: its compared config values and the facts of its data."""
-    splits = {"train": bundle.train, "eval": bundle.eval, "validation": bundle.validation}
-    data = fingerprint.data_facts(
-        specs=(config.data.dataset, config.data.eval_dataset), class_names=bundle.class_names,
-        class_counts={name: None if split is None else split.class_counts
-                      for name, split in splits.items()},
-        input_shape=bundle.train.input_shape, feature_names=getattr(bundle, "feature_names", None))
-    return fingerprint.make_fingerprint(config.compared_values(), data)
 
 
 def run(config: RunConfig) -> Dict[str, Any]:
@@ -98,7 +88,7 @@ def run(config: RunConfig) -> Dict[str, Any]:
                          if config.recall.decision_model == "ensemble" else
                          "the model trained on all the training rows")
     model_dir = config.output.model_dir
-    current = run_fingerprint(config, bundle)
+    current = fingerprint.run_fingerprint(config, bundle)
     resume = fingerprint.check_resume(model_dir, current, config.output.allow_config_change,
                                       write=chief)
     finished = finished_metrics(config, strategy, resume)
@@ -423,7 +413,10 @@ def _export(config: RunConfig, bundle: Any, trainer: Any, model: Any, calibratio
 def main(argv: Any = None) -> Dict[str, Any]:
     """Reads the parsed flags into a config and runs (the command `trainer.cli.app` calls)."""
     del argv  # positional arguments are refused by the flag parser
-    return run(config_lib.from_flags())
+    config = config_lib.from_flags()
+    if config.data.multi_label:
+        return multi_label_train.run(config)
+    return run(config)
 
 
 COMMAND = app.Command(main=main, groups=GROUPS, usage=USAGE)

@@ -190,6 +190,36 @@ def _label_keys(y: np.ndarray, source: str) -> Tuple[List[str], np.ndarray, List
     return distinct, remap[inverse.reshape(-1)], first_rows
 
 
+def validate_features(x: np.ndarray, *, num_rows: int, source: str,
+                      channels_first: Optional[bool] = None) -> np.ndarray:
+    """Checks features `x` [N, ...] for `num_rows` labels; returns them float32 (images channels-last).
+
+    Raises:
+      InputDataError: A scalar, a length that is not `num_rows`, no rows, a dtype that is not
+        numeric, or a non-finite value (naming its row and column); see `_channels_last`.
+    """
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise InputDataError(f"file {source!r}: features 'x' must have shape [N, ...], got a scalar")
+    if x.ndim == 1:
+        x = x[:, None]
+    if len(x) != num_rows:
+        raise InputDataError(
+            f"file {source!r}: x has {len(x)} rows but y has {num_rows} (lengths must match)")
+    if num_rows == 0:
+        raise InputDataError(f"file {source!r}: no examples (0 rows)")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise InputDataError(f"file {source!r}: features 'x' must be numeric, got dtype {x.dtype}")
+    x = _channels_last(x, source, channels_first).astype(np.float32, copy=False)
+    bad = stats.first_nonfinite(x)
+    if bad is not None:
+        row, col = bad
+        value = x.reshape(len(x), -1)[row, col]
+        where = describe_location(source, row=row + 1, column=col, value=float(value))
+        raise InputDataError(f"non-finite feature: {where}")
+    return x
+
+
 def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
                     num_classes: Optional[int] = None,
                     class_names: Optional[Sequence[str]] = None,
@@ -226,26 +256,7 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, source: str,
         y = y[:, 0]
     if y.ndim != 1:
         raise InputDataError(f"file {source!r}: labels 'y' must have shape [N], got {y.shape}")
-    x = np.asarray(x)
-    if x.ndim == 0:
-        raise InputDataError(f"file {source!r}: features 'x' must have shape [N, ...], got a scalar")
-    if x.ndim == 1:
-        x = x[:, None]
-    if len(x) != len(y):
-        raise InputDataError(
-            f"file {source!r}: x has {len(x)} rows but y has {len(y)} (lengths must match)")
-    if len(y) == 0:
-        raise InputDataError(f"file {source!r}: no examples (0 rows)")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise InputDataError(f"file {source!r}: features 'x' must be numeric, got dtype {x.dtype}")
-    x = _channels_last(x, source, channels_first).astype(np.float32, copy=False)
-    bad = stats.first_nonfinite(x)
-    if bad is not None:
-        row, col = bad
-        value = x.reshape(len(x), -1)[row, col]
-        where = describe_location(source, row=row + 1, column=col, value=float(value))
-        raise InputDataError(f"non-finite feature: {where}")
-
+    x = validate_features(x, num_rows=len(y), source=source, channels_first=channels_first)
     names, inverse, first_rows = _label_keys(y, source)
     rows = dict(zip(names, first_rows))
 

@@ -160,6 +160,8 @@ class DataBundle:
         columns, their kinds, vocabularies and statistics), None for other sources.
       sample_weights: Where the training rows' sample weights come from, a phrase (e.g.
         "array 'w' of data.npz"), or None without weights.
+      label_names: Multi-label data (`trainer.data.multi_label`): the `L` labels, whose values
+        are the `2L` classes (`class_names` 'not a', 'a', ...); None for one label per example.
     """
 
     train: DataSplit
@@ -173,6 +175,7 @@ class DataBundle:
     notes: List[str] = dataclasses.field(default_factory=list)
     schema: Optional[Any] = None
     sample_weights: Optional[str] = None
+    label_names: Optional[List[str]] = None
 
     @property
     def feature_names(self) -> Optional[List[str]]:

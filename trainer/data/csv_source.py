@@ -82,7 +82,7 @@ def data_lines(path: str) -> tf.data.Dataset:
 _RAGGED_RE = re.compile(r"Expect (\d+) fields but have (\d+) in record (\d+)")
 
 
-def _locate(path: str, columns: List[str], start: int, error: tf.errors.OpError) -> InputDataError:
+def locate_error(path: str, columns: List[str], start: int, error: tf.errors.OpError) -> InputDataError:
     """Turns a decode_csv error in the batch starting at data row `start` (0-based) into a message."""
     msg = getattr(error, "message", None) or str(error)
     m = _RAGGED_RE.search(msg)
@@ -187,12 +187,14 @@ def cell_decoder(num_columns: int) -> Callable[[tf.Tensor], List[tf.Tensor]]:
     return decode
 
 
-def _scan_decoder(columns: Sequence[str], features: Sequence[str], label_column: str,
-                  weight_column: Optional[str], tokens: Sequence[str]):
-    """lines -> (cells [B, F], missing, numeric, values float64, infinite, labels [B], weight cells [B])."""
+def scan_decoder(columns: Sequence[str], features: Sequence[str], label_columns: Sequence[str],
+                 weight_column: Optional[str], tokens: Sequence[str]):
+    """lines -> (cells [B, F], missing, numeric, values float64, infinite, label cells [B, L],
+    weight cells [B]): the statistics pass's view of a batch of data lines."""
     decode = cell_decoder(len(columns))
     feature_index = [columns.index(c) for c in features]
-    label_index = columns.index(label_column)
+    label_indices = [columns.index(c) for c in label_columns]
+    label_index = label_indices[0]
     weight_index = None if weight_column is None else columns.index(weight_column)
 
     @tf.autograph.experimental.do_not_convert
@@ -205,11 +207,12 @@ def _scan_decoder(columns: Sequence[str], features: Sequence[str], label_column:
         values = tf.strings.to_number(tf.where(numeric, cells, tf.fill(tf.shape(cells), "0")),
                                       tf.float64)
         weights = fields[weight_index] if weight_index is not None else tf.zeros_like(fields[label_index])
-        return cells, missing, numeric, values, infinite, fields[label_index], weights
+        labels = tf.stack([fields[i] for i in label_indices], axis=1)
+        return cells, missing, numeric, values, infinite, labels, weights
     return scan_batch
 
 
-def _check_weights(path: str, column: str, cells: np.ndarray, first_row: int, tokens) -> None:
+def check_weights(path: str, column: str, cells: np.ndarray, first_row: int, tokens) -> None:
     """Raises naming the first bad weight (missing, not a number, negative, non-finite)."""
     text = np.char.strip(cells.astype(bytes))
     try:
@@ -286,7 +289,7 @@ def scan(path: str, *, label_column: str, rule: Optional[SplitRule],
     counter = SplitCounter(rule, moments=False)
     columns_scan = ColumnScan(path, features, options.max_vocabulary)
     batches = (data_lines(path).batch(streaming.STATS_BATCH)
-               .map(_scan_decoder(columns, features, label_column, weight_column, tokens),
+               .map(scan_decoder(columns, features, [label_column], weight_column, tokens),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                .prefetch(2))
 
@@ -294,14 +297,14 @@ def scan(path: str, *, label_column: str, rule: Optional[SplitRule],
         cells, missing, numeric, values, infinite, raw, weights = batch
         infinite = infinite | (numeric & ~np.isfinite(values))  # '1e999' overflows
         numeric = numeric & ~infinite
-        uniq, inverse = streaming.group_labels(raw)
+        uniq, inverse = streaming.group_labels(raw[:, 0])
         parts = counter.add(values, uniq, inverse, start + 1)
         columns_scan.add(cells, missing, numeric, values, infinite, parts == TRAIN, start + 1)
         if weight_column is not None:
-            _check_weights(path, weight_column, weights, start + 1, tokens)
+            check_weights(path, weight_column, weights, start + 1, tokens)
 
     rows = streaming.scan_batches(batches, streaming.STATS_BATCH,
-                                  lambda s, e: _locate(path, columns, s, e), visit)
+                                  lambda s, e: locate_error(path, columns, s, e), visit)
     if rows == 0:
         raise InputDataError(f"file {path!r}: no data rows after the header")
     space = streaming.resolve_labels(counter, source=path, column=label_column, known=known,

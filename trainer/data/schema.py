@@ -109,6 +109,8 @@ class TabularSchema:
       missing_values: The cell spellings read as missing (canonical: stripped, lower-case).
       header: Every column of the training file, in order (features, label, weight and
         columns left out).
+      other_label_columns: A multi-label table's label columns after `label_column` (the
+        first); empty for one label column.
     """
 
     columns: Tuple[ColumnSchema, ...]
@@ -116,6 +118,12 @@ class TabularSchema:
     weight_column: Optional[str]
     missing_values: Tuple[str, ...]
     header: Tuple[str, ...]
+    other_label_columns: Tuple[str, ...] = ()
+
+    @property
+    def label_columns(self) -> List[str]:
+        """Every label column: `label_column`, then `other_label_columns`."""
+        return [self.label_column, *self.other_label_columns]
 
     @property
     def feature_names(self) -> List[str]:
@@ -133,7 +141,7 @@ class TabularSchema:
 
     def excluded(self) -> List[str]:
         """Columns of the file that are neither features, label nor weight."""
-        used = set(self.feature_names) | {self.label_column} | (
+        used = set(self.feature_names) | set(self.label_columns) | (
             {self.weight_column} if self.weight_column else set())
         return [c for c in self.header if c not in used]
 
@@ -178,7 +186,9 @@ class TabularSchema:
         """A JSON-compatible dict (`from_json` reads it back)."""
         return {"columns": [dataclasses.asdict(c) for c in self.columns],
                 "label_column": self.label_column, "weight_column": self.weight_column,
-                "missing_values": list(self.missing_values), "header": list(self.header)}
+                "missing_values": list(self.missing_values), "header": list(self.header),
+                **({"other_label_columns": list(self.other_label_columns)}
+                   if self.other_label_columns else {})}
 
     @classmethod
     def from_json(cls, payload: Dict[str, Any]) -> "TabularSchema":
@@ -187,7 +197,8 @@ class TabularSchema:
                         for c in payload["columns"])
         return cls(columns=columns, label_column=payload["label_column"],
                    weight_column=payload.get("weight_column"),
-                   missing_values=tuple(payload["missing_values"]), header=tuple(payload["header"]))
+                   missing_values=tuple(payload["missing_values"]), header=tuple(payload["header"]),
+                   other_label_columns=tuple(payload.get("other_label_columns", ())))
 
     def serving_inputs(self) -> List[Dict[str, Any]]:
         """The export's named inputs: column, signature input name, kind, dtype, vocabulary size."""

@@ -138,7 +138,7 @@ def _check_eval_seen(train_counts: np.ndarray, eval_split: DataSplit, names: Lis
 TINY_CLASS_SIZE = 5
 
 
-def _require_held_out(split: DataSplit, dataset: str, p: float) -> None:
+def require_held_out(split: DataSplit, dataset: str, p: float) -> None:
     """Raises if the validation split is empty."""
     if split.num_examples == 0:
         raise InputDataError(
@@ -146,7 +146,7 @@ def _require_held_out(split: DataSplit, dataset: str, p: float) -> None:
             "class); raise it or give separate evaluation data", argument="validation_split", value=p)
 
 
-def _require_test(split: DataSplit, dataset: str, t: float) -> None:
+def require_test(split: DataSplit, dataset: str, t: float) -> None:
     """Raises if the test split is empty."""
     if split.num_examples == 0:
         raise InputDataError(
@@ -248,6 +248,28 @@ def _class_notes(names: List[str], train: DataSplit, validation: Optional[DataSp
     return notes
 
 
+def split_rule(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], *, validation_split: float,
+               test_split: float, seed: int, hold_out_validation: bool
+               ) -> Tuple[Optional[SplitRule], bool]:
+    """The split of `spec`'s rows, and whether it has a test part (`load_data`'s Args say when).
+
+    Returns:
+      (the rule, or None when every row trains; whether the rule holds out a test split).
+
+    Raises:
+      DataArgumentError: naming `validation_split` or `test_split`.
+    """
+    hold_out = eval_spec is None or hold_out_validation
+    three_part = eval_spec is None and spec.kind not in _BENCHMARKS
+    p = splits.check_validation_split(validation_split) if hold_out else None
+    if three_part:
+        t = splits.check_test_split(test_split, p, required=True)
+    else:
+        t = checked(check_number, test_split, "test_split", minimum=0, maximum=1,
+                    exclusive_maximum=True)
+    return (SplitRule(p, t if three_part else 0.0, int(seed)) if hold_out else None), three_part
+
+
 def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_split: float = 0.2,
               test_split: float = splits.DEFAULT_TEST_SPLIT, label_column: str = "label",
               feature_key: str = "features", label_key: str = "label",
@@ -335,15 +357,11 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         num_classes = checked(check_positive_integer, num_classes, "num_classes")
     if spec.kind in _BENCHMARKS or (eval_spec is not None and eval_spec.kind in _BENCHMARKS):
         imbalance_ratio = checked(check_number, imbalance_ratio, "imbalance_ratio", minimum=1)
-    hold_out = eval_spec is None or hold_out_validation
-    three_part = eval_spec is None and spec.kind not in _BENCHMARKS
-    p = splits.check_validation_split(validation_split) if hold_out else None
-    if three_part:
-        t = splits.check_test_split(test_split, p, required=True)
-    else:
-        t = checked(check_number, test_split, "test_split", minimum=0, maximum=1,
-                    exclusive_maximum=True)
-    rule = SplitRule(p, t if three_part else 0.0, int(seed)) if hold_out else None
+    rule, three_part = split_rule(spec, eval_spec, validation_split=validation_split,
+                                  test_split=test_split, seed=seed,
+                                  hold_out_validation=hold_out_validation)
+    p = None if rule is None else rule.validation
+    t = test_split
     columns = columns if columns is not None else ColumnOptions()
     checked(check_positive_integer, columns.max_vocabulary, "max_vocabulary")
     checked(check_positive_integer, columns.min_category_count, "min_category_count")
@@ -368,7 +386,7 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
                   cache_dir=cache_dir)
     validation: Optional[DataSplit] = None
     eval_split: Optional[DataSplit] = None
-    origins = _origins(spec, eval_spec, rule)
+    origins = split_origins(spec, eval_spec, rule)
 
     tfrecord_weights = None if weight_key in (None, weights.NO_WEIGHTS) else weight_key
     weights_from: Optional[str] = None
@@ -390,10 +408,10 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
         train = part("train", summary.train_counts, TRAIN)
         if rule is not None:
             validation = part("validation", summary.held_counts, VALIDATION)
-            _require_held_out(validation, dataset, p)
+            require_held_out(validation, dataset, p)
             if three_part:
                 eval_split = part("eval", summary.test_counts, TEST)
-                _require_test(eval_split, dataset, t)
+                require_test(eval_split, dataset, t)
         mean = None if summary.mean is None else np.asarray(summary.mean, np.float32)
         var = None if summary.variance is None else np.asarray(summary.variance, np.float32)
         input_shape = tuple(summary.input_shape)
@@ -414,14 +432,14 @@ def load_data(dataset: str, *, eval_dataset: Optional[str] = None, validation_sp
             x_train, y_train, w_train = data.x[tr], data.y[tr], rows(tr)
             validation = arrays.array_split("validation", data.x[va], data.y[va], k,
                                             origins["validation"], rows(va))
-            _require_held_out(validation, dataset, p)
+            require_held_out(validation, dataset, p)
             if data.test is not None and eval_spec is None:
                 eval_split = arrays.array_split("eval", data.test[0], data.test[1], k,
                                                 origins["eval"])
             elif three_part:
                 eval_split = arrays.array_split("eval", data.x[te], data.y[te], k, origins["eval"],
                                                 rows(te))
-                _require_test(eval_split, dataset, t)
+                require_test(eval_split, dataset, t)
         else:
             x_train, y_train, w_train = data.x, data.y, w
         train = arrays.array_split("train", x_train, y_train, k, origins["train"], w_train)
@@ -487,7 +505,7 @@ def _describe_weights(weights_from: str, spec: DatasetSpec, weight_key: Optional
     return text
 
 
-def _origins(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], rule: Optional[SplitRule]) -> dict:
+def split_origins(spec: DatasetSpec, eval_spec: Optional[DatasetSpec], rule: Optional[SplitRule]) -> dict:
     """How each split is made, a phrase per split name (`DataSplit.origin`)."""
     if spec.kind in _BENCHMARKS:
         pool = f"the long-tailed training pool of {spec}"

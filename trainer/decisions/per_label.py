@@ -11,6 +11,7 @@ cut-offs whose recall reaches the target with the stated confidence); a label wi
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -19,7 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.checks import ArgumentError
+from trainer.decisions.base import FILENAME
 from trainer.decisions.target_recall import TargetRecallPoint, choose_operating_point
+from trainer.json_files import write_json_atomically
 
 
 def _two_class(z: np.ndarray) -> np.ndarray:
@@ -38,6 +41,7 @@ class LabelThresholds:
     """
 
     kind: ClassVar[str] = "label_thresholds"
+    kinds: ClassVar[tuple[str, ...]] = ("label_thresholds",)
 
     points: tuple[TargetRecallPoint | None, ...]
     label_names: tuple[str, ...]
@@ -79,6 +83,10 @@ class LabelThresholds:
     def score_tensor(self, logits: tf.Tensor) -> tf.Tensor:
         """float32 `[N, L]`: each label's logit minus its cut-off (decided when positive)."""
         return tf.cast(logits, tf.float32) - tf.constant(self.cutoffs(), tf.float32)
+
+    def save(self, directory: str) -> str:
+        """Writes `<directory>/operating_point.json` atomically (`trainer.decisions.load` reads it)."""
+        return write_json_atomically(os.path.join(directory, FILENAME), self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """The thresholds as a JSON-ready dict."""

@@ -16,12 +16,13 @@ from trainer.checks import check_choice
 from trainer.decisions.base import FILENAME, OperatingPoint
 from trainer.decisions.cost import CostPoint, choose_cost_point
 from trainer.decisions.multi_target import MultiTargetPoint, choose_multi_target_offsets
+from trainer.decisions.per_label import LabelThresholds
 from trainer.decisions.target_recall import TargetRecallPoint, choose_operating_point
 from trainer.decisions.worst_class import WorstClassPoint, choose_worst_class_offsets
 from trainer.json_files import read_json
 
 KINDS: Mapping[str, type] = types.MappingProxyType(
-    {kind: cls for cls in (TargetRecallPoint, WorstClassPoint, CostPoint, MultiTargetPoint)
+    {kind: cls for cls in (TargetRecallPoint, WorstClassPoint, CostPoint, MultiTargetPoint, LabelThresholds)
      for kind in cls.kinds})
 
 CALIBRATIONS: Mapping[str, Callable[..., OperatingPoint]] = types.MappingProxyType({

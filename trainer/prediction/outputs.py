@@ -2,7 +2,10 @@
 
 Columns, in order: the kept input columns (verbatim), `class_name`, `class_id`, one
 `probability_<class>` per class and, when the export has an operating point, one `score_<class>`
-per class (the `decision_scores` the rule compared). The file is written to a temporary sibling
+per class (the `decision_scores` the rule compared). A multi-label model's (`multi_label`): the
+kept columns, `labels` (the decided labels joined by `;`), one 0/1 `decision_<label>` per label,
+then `probability_<label>` and `score_<label>` per label; its NPZ arrays are `labels` [N] and
+`decisions` [N, L] in place of `class_name` and `class_id`. The file is written to a temporary sibling
 and renamed into place by `commit`, so a failed run leaves no half-written output (and an older
 file of that name untouched).
 """
@@ -24,9 +27,12 @@ FORMATS = (".csv", ".npz")
 _FLOAT_FORMAT = "%.9g"
 
 
-def output_columns(kept: Sequence[str], class_names: Sequence[str], with_scores: bool) -> List[str]:
+def output_columns(kept: Sequence[str], class_names: Sequence[str], with_scores: bool,
+                   multi_label: bool = False) -> List[str]:
     """The output's column names (see the module doc)."""
-    columns = list(kept) + ["class_name", "class_id"] + [f"probability_{n}" for n in class_names]
+    decided = (["labels"] + [f"decision_{n}" for n in class_names] if multi_label
+               else ["class_name", "class_id"])
+    columns = list(kept) + decided + [f"probability_{n}" for n in class_names]
     return columns + ([f"score_{n}" for n in class_names] if with_scores else [])
 
 
@@ -50,6 +56,8 @@ class ResultWriter:
       kept: The kept columns' names.
       class_names: The model's classes, in index order.
       with_scores: Whether the `score_<class>` columns are written.
+      multi_label: Whether `class_names` are the labels of a multi-label model (its decisions
+        are multi-hot `[N, L]`).
 
     Raises:
       InputDataError: (argument `keep_columns`) a kept column given twice, or named like an
@@ -57,9 +65,11 @@ class ResultWriter:
       OSError: When the directory cannot be written.
     """
 
-    def __init__(self, path: str, kept: Sequence[str], class_names: Sequence[str], with_scores: bool):
+    def __init__(self, path: str, kept: Sequence[str], class_names: Sequence[str], with_scores: bool,
+                 multi_label: bool = False):
         self.path = path
-        self.columns = output_columns(kept, class_names, with_scores)
+        self.multi_label = multi_label
+        self.columns = output_columns(kept, class_names, with_scores, multi_label)
         repeated = sorted({k for k in kept if list(kept).count(k) > 1})
         if repeated:
             raise InputDataError(f"keep_columns: {', '.join(repr(k) for k in repeated)} given more than "
@@ -83,7 +93,8 @@ class ResultWriter:
 
     def write(self, kept: List[List[str]], class_name: Sequence[str], class_id: np.ndarray,
               probabilities: np.ndarray, scores: Optional[np.ndarray]) -> None:
-        """Adds a batch: per row its kept values, decided class and per-class figures."""
+        """Adds a batch: per row its kept values, decided class (multi-label: the decided labels'
+        names and the multi-hot decisions `[B, L]`) and per-class figures."""
         raise NotImplementedError
 
     def _finish(self) -> None:
@@ -120,9 +131,9 @@ class CsvResultWriter(ResultWriter):
         figures = [np.char.mod(_FLOAT_FORMAT, probabilities).tolist()]
         if self.with_scores:
             figures.append(np.char.mod(_FLOAT_FORMAT, scores).tolist())
-        ids = class_id.tolist()
+        ids = [[ident] for ident in class_id.tolist()] if class_id.ndim == 1 else class_id.tolist()
         self._writer.writerows(
-            row + [name, ident] + [v for part in parts for v in part]
+            row + [name] + ident + [v for part in parts for v in part]
             for row, name, ident, *parts in zip(kept, class_name, ids, *figures))
         self.rows += len(ids)
 
@@ -138,7 +149,8 @@ class CsvResultWriter(ResultWriter):
 class NpzResultWriter(ResultWriter):
     """Arrays `class_id [N]`, `class_name [N]`, `probabilities [N, K]`, `decision_scores [N, K]`
     (with an operating point), `class_names [K]`, `keep_columns [C]` and `kept [N, C]` (text);
-    held in memory until `commit`."""
+    held in memory until `commit` (multi-label: `labels [N]` and `decisions [N, L]` for the first
+    two)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -158,18 +170,21 @@ class NpzResultWriter(ResultWriter):
     def _finish(self) -> None:
         k = len(self.class_names)
         empty = {"kept": np.zeros((0, len(self.kept)), str), "class_name": np.zeros(0, str),
-                 "class_id": np.zeros(0, np.int32), "probabilities": np.zeros((0, k), np.float32),
+                 "class_id": np.zeros((0, k) if self.multi_label else 0, np.int32),
+                 "probabilities": np.zeros((0, k), np.float32),
                  "decision_scores": np.zeros((0, k), np.float32)}
         arrays = {key: np.concatenate(parts) if parts else empty[key]
                   for key, parts in self._parts.items()
                   if key != "decision_scores" or self.with_scores}
+        if self.multi_label:
+            arrays["labels"], arrays["decisions"] = arrays.pop("class_name"), arrays.pop("class_id")
         with open(self.staging, "wb") as stream:
             np.savez(stream, class_names=np.asarray(self.class_names, dtype=str),
                      keep_columns=np.asarray(self.kept, dtype=str), **arrays)
 
 
 def open_writer(path: str, kept: Sequence[str], class_names: Sequence[str],
-                with_scores: bool) -> ResultWriter:
+                with_scores: bool, multi_label: bool = False) -> ResultWriter:
     """The writer for `path`'s format (`output_format`)."""
     kind = CsvResultWriter if output_format(path) == ".csv" else NpzResultWriter
-    return kind(path, kept, class_names, with_scores)
+    return kind(path, kept, class_names, with_scores, multi_label)

@@ -31,7 +31,8 @@ class PredictionSummary:
     Attributes:
       output: The file written.
       rows: Rows written (one per input row).
-      class_counts: Rows decided as each class, by class name, in class order.
+      class_counts: Rows decided as each class, by class name, in class order (multi-label:
+        rows decided positive for each label).
       columns: The output's columns.
       seconds: Wall time of the pass.
     """
@@ -91,17 +92,21 @@ def predict_file(export_dir: str, input: str, output: str, *,  # the --input fla
                         refuse_missing=refuse_missing)
     if os.path.realpath(output) in {os.path.realpath(p) for p in reader.paths}:
         raise ArgumentError("output", output, "must not be the input file")
-    writer = open_writer(output, reader.kept_names, class_names, with_scores)
+    multi_label = metadata.get("head") == "multi_label"
+    writer = open_writer(output, reader.kept_names, class_names, with_scores, multi_label)
     counts = np.zeros(len(class_names), np.int64)
     started = last = time.monotonic()
     try:
         for batch in reader.batches():
             served = serve(**batch.inputs)
-            class_id = served["class_id"].numpy()
-            writer.write(batch.kept, _text(served["class_name"].numpy()), class_id,
-                         served["probabilities"].numpy(),
+            if multi_label:  # multi-hot decisions [B, L]; `labels` names the decided ones
+                decided, names = served["decisions"].numpy(), served["labels"].numpy()
+                counts += decided.sum(axis=0)
+            else:
+                decided, names = served["class_id"].numpy(), served["class_name"].numpy()
+                counts += np.bincount(decided, minlength=len(class_names))
+            writer.write(batch.kept, _text(names), decided, served["probabilities"].numpy(),
                          served["decision_scores"].numpy() if with_scores else None)
-            counts += np.bincount(class_id, minlength=len(class_names))
             now = time.monotonic()
             if now - last >= progress_seconds:
                 last = now

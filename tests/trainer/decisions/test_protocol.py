@@ -25,6 +25,7 @@ from trainer.decisions import (
     choose_worst_class_offsets,
     fit_temperature,
 )
+from trainer.decisions.per_label import LabelThresholds
 
 NUM_CLASSES = 4
 
@@ -82,8 +83,10 @@ OLD_WORST_CLASS_FILE = """{
 def test_the_registry_names_every_kind_once():
     assert dict(KINDS) == {"logit_offset": TargetRecallPoint, "threshold": TargetRecallPoint,
                            "worst_class_offsets": WorstClassPoint, "expected_cost": CostPoint,
-                           "multi_target_offsets": MultiTargetPoint}
-    assert [point.kind for point in one_point_of_each_kind()] == list(KINDS)
+                           "multi_target_offsets": MultiTargetPoint, "label_thresholds": LabelThresholds}
+    # A multi-label model's per-label cut-offs decide [N, L] logits (tests/trainer/test_multi_label.py);
+    # every other kind is a point of this protocol over [N, K] logits.
+    assert [point.kind for point in one_point_of_each_kind()] == [k for k in KINDS if k != "label_thresholds"]
     with pytest.raises(TypeError):
         OperatingPoint()  # the protocol itself is abstract
 

@@ -24,6 +24,11 @@ flags.DEFINE_float("test_split", 0.2,
                    "given (1 - validation_split - test_split trains). Unused for synthetic and "
                    "fashion_mnist_lt (their own test sets) and with --eval_dataset.")
 flags.DEFINE_string("label_column", "label", "Label column of CSV data.")
+flags.DEFINE_list("label_columns", None,
+                  "Multi-label data: the yes/no label columns of a CSV file (cells 0/1 or "
+                  "true/false), or the names of the columns of an NPZ file's multi-hot 'y' [N, L]. "
+                  "Each label gets a sigmoid logit; --target_class=<label> --target_recall=R chooses "
+                  "that label's cut-off on the validation split. Replaces --label_column.")
 flags.DEFINE_list("feature_columns", None,
                   "CSV: the feature columns (comma-separated); default: every column but the label "
                   "and --weight_column. The run logs the list it uses.")

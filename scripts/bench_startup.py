@@ -35,7 +35,9 @@ metrics.json at its final epoch (step > 0), the export and (with matplotlib)
 report.html written; the rerun exits 0, trains nothing (the latest checkpoint
 and metrics.json's epoch and step as they were) and reports the same metrics.
 Evaluate must exit 0 and write evaluation.json; predict must exit 0 and write one
-output row per input row. The script stops with an error otherwise.
+output row per input row. The script stops with an error otherwise. With `--cli_args`
+holding `--export_dir=none` there is no export: evaluate and predict are not timed, and the
+output says so (`serving_skipped`).
 
 Usage:
   TF_CPP_MIN_LOG_LEVEL=2 python scripts/bench_startup.py --rounds 5 --json_out startup.json
@@ -285,6 +287,9 @@ def time_tree(tree: str, model_dir: str, cli_args: List[str], log_prefix: str,
     _require(not record["rerun"]["trained"], "the rerun trained", again)
     if exported:
         record.update(time_serving_commands(tree, model_dir, export_dir, predict_rows, log_prefix))
+    else:  # both serve the export: nothing to time, and the table says so
+        record["serving_skipped"] = "--export_dir=none: no export for trainer.evaluate and trainer.predict"
+        print(f"{log_prefix}: {record['serving_skipped']}; not timed", file=sys.stderr)
     return record
 
 
@@ -387,6 +392,9 @@ def markdown(results: Dict[str, Any], names: List[str], ratio: Optional[Dict[str
             row += " | " + ("-" if value is None else f"{value:.2f}x")
         lines.append(row + " |")
     for name in names:
+        skipped = {r["serving_skipped"] for r in results[name]["rounds"] if r.get("serving_skipped")}
+        if skipped:
+            lines.append(f"\n{name}: evaluate and predict not timed ({'; '.join(sorted(skipped))}).")
         for measure in ("run", "rerun"):
             timing = results[name]["timing"][measure]
             if timing:

@@ -71,6 +71,16 @@ class ServingModule(tf.Module):
         logits = tf.cast(self.model(features, training=False), tf.float32)
         if self.multi_label:
             return self._serve_labels(logits)
+        if logits.shape.rank is not None and logits.shape.rank > 2:
+            # Logits per position `[N, d1, ..., dk, K]`: each position decided as a row.
+            shape = tf.shape(logits)
+            rows = self._serve_rows(tf.reshape(logits, [-1, shape[-1]]))
+            return {key: tf.reshape(value, tf.concat([shape[:-1], tf.shape(value)[1:]], axis=0))
+                    for key, value in rows.items()}
+        return self._serve_rows(logits)
+
+    def _serve_rows(self, logits: tf.Tensor) -> dict:
+        """The outputs of `[N, K]` logits (one logit `[N, 1]` for a binary sigmoid model)."""
         if self.one_logit:  # `BinaryTask.decision_logits`: [0, z]
             z = tf.reshape(logits, [-1, 1])
             logits = tf.concat([tf.zeros_like(z), z], axis=-1)
@@ -146,6 +156,10 @@ def export_saved_model(model: keras.Model, export_dir: str, *, input_shape: Sequ
         `serving_default` signature then takes its raw named columns (metadata
         `features`: column, input name, kind, dtype, vocabulary size; and
         `schema`), `serve_features` the encoded inputs.
+
+    A model whose logits are per position (`[N, d1, ..., dk, K]`, `trainer.tasks.PerPositionTask`)
+    serves every output per position: `class_id` `[N, d1, ..., dk]`, `probabilities`
+    `[N, d1, ..., dk, K]`, each position decided as a row by the operating point.
 
     A model with one output and two class names is a one-logit binary model
     (`trainer.tasks.BinaryTask`): it serves `logits` `[0, z]`, `probabilities`

@@ -1,4 +1,4 @@
-"""Small built-in models for the CLI: an MLP for feature vectors, a CNN for images.
+"""Small built-in models for the CLI: an MLP for feature vectors, a CNN for images, an FCN per position.
 
 Both end in a linear layer that returns logits, and may start with a Keras
 `Normalization` layer holding training-split statistics. Under a mixed
@@ -14,7 +14,9 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
-MODEL_NAMES = ("mlp", "cnn")
+MODEL_NAMES = ("mlp", "cnn", "fcn")
+FCN_FILTERS = 32
+FCN_DILATIONS = (1, 2, 4)  # three 3-wide convolutions: a receptive field of 15 positions per axis
 DEFAULT_HIDDEN_UNITS = (256, 256)
 CNN_MIN_SIZE = 10  # height and width: conv3 -> pool2 -> conv3 -> pool2 leaves at least 1x1
 
@@ -76,6 +78,31 @@ def build_cnn(input_shape: Sequence[int], num_classes: int, *, dropout: float = 
     return keras.Sequential(layers, name="cnn")
 
 
+def build_fcn(input_shape: Sequence[int], num_classes: int, *, dropout: float = 0.0,
+              feature_mean: Optional[np.ndarray] = None,
+              feature_variance: Optional[np.ndarray] = None) -> keras.Model:
+    """A fully-convolutional model: logits at every position (`trainer.tasks.PerPositionTask`).
+
+    Inputs `(length, channels)` (token tags, `[batch, length]` labels) use 1-D convolutions,
+    `(height, width, channels)` (segmentation masks) 2-D ones: three 3-wide 'same'
+    convolutions of `FCN_FILTERS` with dilations `FCN_DILATIONS`, then a 1-wide convolution to
+    the class logits, so the output keeps the input's positions: `[batch, ..., num_classes]`.
+    """
+    shape = tuple(input_shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"--model=fcn needs inputs of shape (length, channels) or (height, width, "
+                         f"channels); the data has per-example shape {shape}.")
+    conv = keras.layers.Conv1D if len(shape) == 2 else keras.layers.Conv2D
+    layers = [keras.Input(shape=shape, name="features")]
+    layers += _normalization(feature_mean, feature_variance)
+    for dilation in FCN_DILATIONS:
+        layers.append(conv(FCN_FILTERS, 3, padding="same", dilation_rate=dilation, activation="relu"))
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+    layers.append(conv(num_classes, 1, name="logits", dtype="float32"))
+    return keras.Sequential(layers, name="fcn")
+
+
 def build_model(name: Optional[str], input_shape: Sequence[int], num_classes: int, **kwargs) -> keras.Model:
     """Builds the model called `name` (picked from the input rank when None).
 
@@ -98,4 +125,8 @@ def build_model(name: Optional[str], input_shape: Sequence[int], num_classes: in
         if kwargs.pop("hidden_units", None) is not None:
             raise ValueError("--hidden_units sets the MLP's hidden layers; --model=cnn has none.")
         return build_cnn(input_shape, num_classes, **kwargs)
+    if name == "fcn":
+        if kwargs.pop("hidden_units", None) is not None:
+            raise ValueError("--hidden_units sets the MLP's hidden layers; --model=fcn has none.")
+        return build_fcn(input_shape, num_classes, **kwargs)
     raise ValueError(f"--model={name!r} is not known; choose one of {', '.join(MODEL_NAMES)}.")

@@ -35,7 +35,8 @@ def test_a_multi_label_summary_names_the_worst_label_not_a_negative_class():
             "val_recall/3": 0.8}
     line = epoch_summary(logs, class_names=["not a", "a", "not b", "b"], target_class=3,
                          target_recall=0.9, evaluated_on="validation", multi_label=True)
-    assert line == "loss 0.5000 | validation: worst label a recall 0.6000 | label b recall 0.8000 (target 0.9)"
+    assert line == ("loss 0.5000 | validation: worst label a recall 0.6000 "
+                    "| label b recall 0.8000 (target 0.9)")
 
 
 def test_the_line_shows_the_weight_the_controller_set_that_epoch(capsys):

@@ -104,8 +104,12 @@ def next_steps(config: RunConfig, facts: Optional[Dict[str, Any]], class_names: 
     parent = os.path.dirname(os.path.abspath(model_dir)) or "."
     lines = ["Next:"]
     if config.recall.target_recall is None:
+        data = config.data
+        read = "".join(f" --{name}={value}" for name, value, default in (
+            ("label_column", data.label_column, "label"), ("ignore_label", data.ignore_label, None),
+            ("exclude_columns", ",".join(data.exclude_columns or ()), "")) if value != default)
         lines.append(f"  catch one class at a recall you choose: python -m trainer.main "
-                     f"--dataset={config.data.dataset} --target_class={worst} --target_recall=0.9 "
+                     f"--dataset={data.dataset}{read} --target_class={worst} --target_recall=0.9 "
                      f"--reweighting=recall_target --model_dir={os.path.join(parent, 'target')}")
     lines.append(f"  compare runs in TensorBoard: tensorboard --logdir {parent}")
     if report_path:

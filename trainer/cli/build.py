@@ -25,6 +25,7 @@ from trainer import data as data_lib
 from trainer.cli import tensorboard_run
 from trainer.cli.config import LossConfig, RecallConfig, RunConfig, TrainingConfig
 from trainer.cli.errors import UsageError, flags_named
+from trainer.data.per_position import label_rank
 from trainer.determinism import enable_determinism, seed_everything
 from trainer.distribute import (
     check_model_dir_writable,
@@ -34,7 +35,7 @@ from trainer.distribute import (
 )
 from trainer.models import build_model
 from trainer.progress import ProgressLogger
-from trainer.tasks import BinaryTask, MultiLabelTask, one_logit_loss
+from trainer.tasks import BinaryTask, MultiLabelTask, PerPositionTask, one_logit_loss
 from trainer.trainer import Trainer
 
 
@@ -130,6 +131,23 @@ def load_bundle(config: RunConfig) -> Any:
       InputDataError: naming the flag, file, row, column and value.
     """
     data = config.data
+    spec = data_lib.parse_spec(data.dataset, "dataset")
+    if spec.kind == "npz" and label_rank(spec.path) > 1:
+        bundle = data_lib.load_per_position_data(
+            data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
+            test_split=data.test_split, seed=config.training.seed, num_classes=data.num_classes,
+            class_names=data.class_names, ignore_label=data.ignore_label,
+            hold_out_validation=config.needs_held_out_split, weight_key=data.weight_key,
+            channels_first=data.channels_first)
+        logging.info("Labels per position (y %s per example): every position is an example of its class; "
+                     "the class counts, loss and metrics count positions%s.", bundle.label_shape,
+                     "" if data.ignore_label is None else f", label {data.ignore_label} left out")
+        check_weighted_metrics(data.weighted_metrics, bundle)
+        return bundle
+    if data.ignore_label is not None:
+        raise UsageError(f"--ignore_label={data.ignore_label} leaves out positions of labels per position "
+                         f"(an NPZ 'y' of shape [N, H, W] or [N, T]), and --dataset={data.dataset} has one "
+                         f"label per example: drop --ignore_label.")
     bundle = data_lib.load_data(
         data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
         test_split=data.test_split, label_column=data.label_column, feature_key=data.feature_key,
@@ -272,22 +290,21 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
              callbacks: Sequence[keras.callbacks.Callback], strategy: tf.distribute.Strategy,
              model_dir: Optional[str], input_shape: Sequence[int], feature_mean: Any,
              feature_variance: Any, num_examples: int, class_names: Optional[Sequence[str]] = None,
-             evaluated_on: str = "val", label_names: Optional[Sequence[str]] = None) -> Trainer:
+             evaluated_on: str = "val", bundle: Any = None) -> Trainer:
     """The Trainer of the config's model, loss and rule on data of these statistics (seeds nothing).
 
     Its progress line names `class_names` and says which split the per-epoch
     figures are of (`evaluated_on`, e.g. "validation"). With `--binary_head=sigmoid` the
     model ends in one logit, the task is `BinaryTask` and `loss` trains in its one-logit
-    form (`trainer.tasks.one_logit_loss`). With `label_names` (`--label_columns`) the
-    model ends in one logit per label and the task is `MultiLabelTask`; `loss` is then
-    binary cross-entropy for `--loss=cross_entropy`.
+    form (`trainer.tasks.one_logit_loss`). The task and output width come from `bundle`
+    (`task_of`): multi-label data train one sigmoid logit per label (`--loss=cross_entropy`
+    is then binary cross-entropy), labels per position a `PerPositionTask`.
     """
     training, output = config.training, config.output
     num_classes = config.data.num_classes
+    task, outputs = task_of(config, bundle)
+    multi_label = isinstance(task, MultiLabelTask)
     one_logit = config.model.one_logit
-    multi_label = label_names is not None
-    outputs = len(label_names) if multi_label else 1 if one_logit else num_classes
-    task = MultiLabelTask(label_names) if multi_label else BinaryTask() if one_logit else None
 
     def model_factory() -> keras.Model:
         architecture = {} if config.model.hidden_units is None else {
@@ -312,6 +329,22 @@ def _trainer(config: RunConfig, *, loss: keras.losses.Loss, rule: Optional[Rewei
         steps_per_loop=training.steps_per_loop, model_dir=model_dir,
         callbacks=[*callbacks, progress], skip_nonfinite_steps=training.skip_nonfinite_steps,
         jit_compile=resolved_jit_compile(training))
+
+
+def task_of(config: RunConfig, bundle: Any = None) -> tuple:
+    """`(the Trainer's task or None for the default, the model's output width)` of the data.
+
+    Multi-label data (`bundle.label_names`): `MultiLabelTask`, a logit per label; labels per
+    position (`bundle.label_shape`): `PerPositionTask(bundle.ignore_label)`, a logit per class
+    at every position; `--binary_head=sigmoid`: `BinaryTask`, one logit; else one per class.
+    """
+    if bundle is not None and getattr(bundle, "label_names", None) is not None:
+        return MultiLabelTask(bundle.label_names), len(bundle.label_names)
+    if bundle is not None and getattr(bundle, "label_shape", None) is not None:
+        return PerPositionTask(bundle.ignore_label), config.data.num_classes
+    if config.model.one_logit:
+        return BinaryTask(), 1
+    return None, config.data.num_classes
 
 
 @contextlib.contextmanager
@@ -351,7 +384,7 @@ def make_trainer(config: RunConfig, bundle: Any, *, loss: keras.losses.Loss,
                        model_dir=config.output.model_dir, input_shape=bundle.train.input_shape,
                        feature_mean=bundle.feature_mean, feature_variance=bundle.feature_variance,
                        num_examples=bundle.train.num_examples, class_names=bundle.class_names,
-                       evaluated_on=evaluated_on(config, bundle), label_names=bundle.label_names)
+                       evaluated_on=evaluated_on(config, bundle), bundle=bundle)
     tensorboard_run.describe_summaries(trainer, config, bundle)
     trainer.operating_point = decisions.load(config.output.model_dir)
     trainer.calibration = decisions.load_calibration(config.output.model_dir)
@@ -410,7 +443,7 @@ def build(config: RunConfig, bundle: Any, strategy: tf.distribute.Strategy, *,
     is_chief_process = chief(strategy)
     # A multi-label run's images and PR curves are not drawn (TensorBoardExtras reads one label per row).
     callbacks = make_callbacks(config, bundle, rule, chief=is_chief_process,
-                               tensorboard=bundle.label_names is None)
+                               tensorboard=getattr(bundle, "label_names", None) is None)
     if "learning_rate" in changed:
         callbacks.insert(0, ResumedLearningRate(config.training.learning_rate))
     trainer = make_trainer(config, bundle, loss=loss, rule=rule, callbacks=callbacks,

@@ -78,6 +78,7 @@ class DataConfig:
     weight_key: Optional[str] = None
     weighted_metrics: bool = False
     label_columns: Optional[Tuple[str, ...]] = None
+    ignore_label: Optional[int] = None
 
     @property
     def multi_label(self) -> bool:
@@ -383,7 +384,7 @@ class RunConfig:
 
     def with_data(self, num_classes: int, input_shape: Tuple[int, ...], has_held_out_split: bool, *,
                   held_out_class_counts: Optional[Sequence[int]] = None,
-                  num_train_examples: Optional[int] = None) -> "RunConfig":
+                  num_train_examples: Optional[int] = None, per_position: bool = False) -> "RunConfig":
         """Checks the flags against the loaded data; returns the config with data defaults resolved.
 
         `num_classes` and `model` take the data's values when not given;
@@ -397,6 +398,9 @@ class RunConfig:
             automatic `--decision_folds`; without them it is off).
           num_train_examples: Rows the model trains on (for the automatic
             `--batch_size`; without them it is `MAX_AUTOMATIC_BATCH`).
+          per_position: Whether the labels are per position (`trainer.data.per_position`): the
+            model is then the FCN and the operating point is chosen on the held-out split's
+            positions (no cross-fitting).
 
         Raises:
           UsageError: naming the flag that does not fit the data.
@@ -414,15 +418,38 @@ class RunConfig:
                 "--eval_dataset there is none (the evaluation data must not steer training). Drop "
                 "--eval_dataset to hold out --validation_split of --dataset.")
         _check_binary_head_classes(self.model, num_classes)
+        if per_position:
+            self = _per_position(self)
         folds_choice = choose_decision_folds(self.recall, held_out_class_counts)
         served = resolve_decision_model(self.recall.decision_model, folds_choice)
         return dataclasses.replace(
             self, data=dataclasses.replace(self.data, num_classes=num_classes),
-            model=_model_for(self.model, pick_model_name(input_shape)),
+            model=_model_for(self.model, "fcn" if per_position else pick_model_name(input_shape)),
             recall=dataclasses.replace(self.recall, decision_folds=folds_choice.folds,
                                        decision_model=served),
             training=dataclasses.replace(self.training, batch_size=self.training.batch_size or
                                          automatic_batch_size(num_train_examples)))
+
+
+def _per_position(config: RunConfig) -> RunConfig:
+    """Labels per position: refuses a model without logits per position, cross-fitting and a
+    one-logit head; the operating point is chosen on the held-out split (`--decision_folds=0`).
+
+    Raises:
+      UsageError: naming the flag.
+    """
+    if config.model.model not in (None, "fcn"):
+        raise UsageError(f"--model={config.model.model} returns one prediction per example, and the labels "
+                         f"are per position (NPZ 'y' [N, H, W] or [N, T]): use --model=fcn (the default "
+                         f"for them), which returns logits at every position.")
+    if config.model.one_logit:
+        raise UsageError("--binary_head=sigmoid is for one label per example; labels per position train "
+                         "a softmax per position: drop --binary_head.")
+    if config.recall.decision_folds:
+        raise UsageError(f"--decision_folds={config.recall.decision_folds} cross-fits over examples, which "
+                         f"is not built for labels per position: the operating point is chosen on the "
+                         f"validation split's positions (--decision_folds=0).")
+    return dataclasses.replace(config, recall=dataclasses.replace(config.recall, decision_folds=0))
 
 
 # ------------------------------------------------------------------ reading the flags
@@ -488,10 +515,12 @@ def _model_for(model: ModelConfig, picked: str) -> ModelConfig:
       UsageError: `--hidden_units` given for a CNN (it has no such layers).
     """
     name = model.model or picked
-    if name == "cnn" and model.hidden_units is not None:
-        how = "--model=cnn" if model.model else "the image inputs (the CNN is picked for them)"
+    if name in ("cnn", "fcn") and model.hidden_units is not None:
+        kind = name.upper()
+        how = f"--model={name}" if model.model else f"the inputs (the {kind} is picked for them)"
         raise UsageError(f"--hidden_units={_show(model.hidden_units)} sets the MLP's hidden layers, and "
-                         f"{how} train a CNN, which has none: drop --hidden_units, or pass --model=mlp.")
+                         f"{how} train a {kind}, which has none: drop --hidden_units"
+                         + (", or pass --model=mlp." if name == "cnn" else "."))
     hidden_units = model.hidden_units or (DEFAULT_HIDDEN_UNITS if name == "mlp" else None)
     return dataclasses.replace(model, model=name, hidden_units=hidden_units)
 
@@ -587,7 +616,8 @@ def from_flags(flag_values: flags.FlagValues = FLAGS) -> RunConfig:
             class_names=None if f.class_names is None else tuple(f.class_names),
             channels_first=f.channels_first, weight_key=f.weight_key,
             weighted_metrics=bool(f.weighted_metrics),
-            label_columns=None if f.label_columns is None else tuple(f.label_columns)),
+            label_columns=None if f.label_columns is None else tuple(f.label_columns),
+            ignore_label=f.ignore_label),
         model=ModelConfig(model=f.model,
                           hidden_units=_hidden_units(f["hidden_units"].value, f["hidden_units"].present),
                           dropout=f.dropout, binary_head=f.binary_head),

@@ -138,6 +138,19 @@ def run_multi_label(config: EvaluateConfig, serve: Any, metadata: Mapping[str, A
     return evaluation
 
 
+def counted_positions(outputs: Mapping[str, np.ndarray], ignore_label: Any) -> Dict[str, np.ndarray]:
+    """Per-position outputs (`labels` `[N, d1, ..., dk]`, `logits` `[N, d1, ..., dk, K]`, ...) as rows:
+    one per position whose label is not `ignore_label` (a per-example sample weight spread over its
+    positions)."""
+    labels = outputs["labels"]
+    keep = np.ones(labels.shape, bool) if ignore_label is None else labels != ignore_label
+    rows = {key: outputs[key][keep] for key in ("labels", "class_id", "logits", "probabilities")}
+    if "sample_weight" in outputs:
+        weights = outputs["sample_weight"].reshape((len(labels),) + (1,) * (labels.ndim - 1))
+        rows["sample_weight"] = np.broadcast_to(weights, labels.shape)[keep]
+    return rows
+
+
 def run(config: EvaluateConfig) -> Dict[str, Any]:
     """Evaluates the exported model as `config` says; returns the report."""
     serve, metadata = load_serving_function(config.export_dir, FEATURES_SIGNATURE)
@@ -145,15 +158,23 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
         return run_multi_label(config, serve, metadata)
     class_names = list(metadata["class_names"])
     data = config.data
-    bundle = data_lib.load_data(
-        data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
-        test_split=data.test_split, label_column=data.label_column, feature_key=data.feature_key,
-        label_key=data.label_key,
-        imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.seed,
-        num_classes=len(class_names), cache_dir=config.model_dir, columns=data.column_options(),
-        class_names=None if data.class_names is None else tuple(data.class_names),
-        channels_first=data.channels_first, weight_key=data.weight_key,
-        schema=None if metadata.get("schema") is None else TabularSchema.from_json(metadata["schema"]))
+    per_position = metadata.get("label_shape") is not None
+    if per_position:  # every position an example (`trainer.data.per_position`)
+        bundle = data_lib.load_per_position_data(
+            data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
+            test_split=data.test_split, seed=config.seed, num_classes=len(class_names),
+            class_names=class_names, ignore_label=metadata.get("ignore_label"),
+            weight_key=data.weight_key, channels_first=data.channels_first)
+    else:
+        bundle = data_lib.load_data(
+            data.dataset, eval_dataset=data.eval_dataset, validation_split=data.validation_split,
+            test_split=data.test_split, label_column=data.label_column, feature_key=data.feature_key,
+            label_key=data.label_key,
+            imbalance_ratio=data.imbalance_ratio, data_dir=data.data_dir, seed=config.seed,
+            num_classes=len(class_names), cache_dir=config.model_dir, columns=data.column_options(),
+            class_names=None if data.class_names is None else tuple(data.class_names),
+            channels_first=data.channels_first, weight_key=data.weight_key,
+            schema=None if metadata.get("schema") is None else TabularSchema.from_json(metadata["schema"]))
     if list(bundle.class_names) != class_names:
         raise UsageError(f"The evaluation data's classes {bundle.class_names} differ from the "
                          f"model's {class_names}.")
@@ -162,6 +183,8 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
                          f"({bundle.eval.origin}) have none: give data with sample weights "
                          f"(--weight_column, --weight_key), or --weighted_metrics=false.")
     outputs = _serve_all(serve, bundle.eval.dataset(BATCH_SIZE, shuffle=False, seed=0))
+    if per_position:
+        outputs = counted_positions(outputs, metadata.get("ignore_label"))
     weights = outputs.get("sample_weight") if data.weighted_metrics else None
     matrix = count_confusion_matrix(outputs["labels"], outputs["class_id"], len(class_names), weights)
     metrics = per_class_metrics(matrix)

@@ -74,7 +74,10 @@ def run(config: RunConfig) -> Dict[str, Any]:
     automatic_batch = config.training.batch_size is None
     config = config.with_data(bundle.num_classes, tuple(bundle.train.input_shape),
                               bundle.validation is not None, held_out_class_counts=held_out_counts,
-                              num_train_examples=bundle.train.num_examples)
+                              num_train_examples=bundle.train.num_examples,
+                              per_position=bundle.label_shape is not None)
+    if bundle.label_shape is not None:  # no cross-fitting over examples (`config._per_position`)
+        folds_choice = decision_folds.choose_decision_folds(config.recall, held_out_counts)
     if automatic_batch:
         logging.info("Batch size %d (automatic, from %d training rows; --batch_size sets it).",
                      config.training.batch_size, bundle.train.num_examples)
@@ -405,7 +408,10 @@ def _export(config: RunConfig, bundle: Any, trainer: Any, model: Any, calibratio
     export_saved_model(model, export_dir, input_shape=bundle.train.input_shape,
                        class_names=bundle.class_names, operating_point=point,
                        metadata={"num_classes": bundle.num_classes, "dataset": config.data.dataset,
-                                 "label_column": config.data.label_column},
+                                 "label_column": config.data.label_column,
+                                 **({} if bundle.label_shape is None else {
+                                     "label_shape": list(bundle.label_shape),
+                                     "ignore_label": bundle.ignore_label})},
                        calibration=calibration, schema=bundle.schema)
     logging.info("Exported the serving model to %s", export_dir)
 

@@ -191,8 +191,12 @@ def _label_keys(y: np.ndarray, source: str) -> Tuple[List[str], np.ndarray, List
 
 
 def validate_features(x: np.ndarray, *, num_rows: int, source: str,
-                      channels_first: Optional[bool] = None) -> np.ndarray:
+                      channels_first: Optional[bool] = None, images: bool = True) -> np.ndarray:
     """Checks features `x` [N, ...] for `num_rows` labels; returns them float32 (images channels-last).
+
+    With `images` an `x` of rank 3 is images `[N, H, W]` (a channel axis is added) and one of rank
+    4 may be channels-first (`_channels_last`); without, `x` is kept as given (but for an asked
+    `channels_first` transposition).
 
     Raises:
       InputDataError: A scalar, a length that is not `num_rows`, no rows, a dtype that is not
@@ -210,7 +214,9 @@ def validate_features(x: np.ndarray, *, num_rows: int, source: str,
         raise InputDataError(f"file {source!r}: no examples (0 rows)")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise InputDataError(f"file {source!r}: features 'x' must be numeric, got dtype {x.dtype}")
-    x = _channels_last(x, source, channels_first).astype(np.float32, copy=False)
+    if images or channels_first:
+        x = _channels_last(x, source, channels_first)
+    x = x.astype(np.float32, copy=False)
     bad = stats.first_nonfinite(x)
     if bad is not None:
         row, col = bad

@@ -162,6 +162,9 @@ class DataBundle:
         "array 'w' of data.npz"), or None without weights.
       label_names: Multi-label data (`trainer.data.multi_label`): the `L` labels, whose values
         are the `2L` classes (`class_names` 'not a', 'a', ...); None for one label per example.
+      label_shape: Labels per position (`trainer.data.per_position`): each example's label shape,
+        e.g. `(H, W)` (class counts then count positions); None for one label per example.
+      ignore_label: With `label_shape`: the label of positions left out, or None.
     """
 
     train: DataSplit
@@ -176,6 +179,8 @@ class DataBundle:
     schema: Optional[Any] = None
     sample_weights: Optional[str] = None
     label_names: Optional[List[str]] = None
+    label_shape: Optional[Tuple[int, ...]] = None
+    ignore_label: Optional[int] = None
 
     @property
     def feature_names(self) -> Optional[List[str]]:

@@ -32,7 +32,7 @@ class PredictionSummary:
       output: The file written.
       rows: Rows written (one per input row).
       class_counts: Rows decided as each class, by class name, in class order (multi-label:
-        rows decided positive for each label).
+        rows decided positive for each label; labels per position: positions).
       columns: The output's columns.
       seconds: Wall time of the pass.
     """
@@ -93,6 +93,10 @@ def predict_file(export_dir: str, input: str, output: str, *,  # the --input fla
     if os.path.realpath(output) in {os.path.realpath(p) for p in reader.paths}:
         raise ArgumentError("output", output, "must not be the input file")
     multi_label = metadata.get("head") == "multi_label"
+    per_position = metadata.get("label_shape") is not None
+    if per_position and output_format(output) != ".npz":
+        raise ArgumentError("output", output, f"must end in .npz for a model with labels per position "
+                                              f"(class_id per input row is {metadata['label_shape']})")
     writer = open_writer(output, reader.kept_names, class_names, with_scores, multi_label)
     counts = np.zeros(len(class_names), np.int64)
     started = last = time.monotonic()
@@ -104,8 +108,9 @@ def predict_file(export_dir: str, input: str, output: str, *,  # the --input fla
                 counts += decided.sum(axis=0)
             else:
                 decided, names = served["class_id"].numpy(), served["class_name"].numpy()
-                counts += np.bincount(decided, minlength=len(class_names))
-            writer.write(batch.kept, _text(names), decided, served["probabilities"].numpy(),
+                counts += np.bincount(decided.reshape(-1), minlength=len(class_names))
+            names = np.char.decode(names.astype(bytes), "utf-8") if per_position else _text(names)
+            writer.write(batch.kept, names, decided, served["probabilities"].numpy(),
                          served["decision_scores"].numpy() if with_scores else None)
             now = time.monotonic()
             if now - last >= progress_seconds:

@@ -24,6 +24,10 @@ flags.DEFINE_float("test_split", 0.2,
                    "given (1 - validation_split - test_split trains). Unused for synthetic and "
                    "fashion_mnist_lt (their own test sets) and with --eval_dataset.")
 flags.DEFINE_string("label_column", "label", "Label column of CSV data.")
+flags.DEFINE_integer("ignore_label", None,
+                     "Labels per position (NPZ 'y' of shape [N, H, W] or [N, T], one class per pixel "
+                     "or token): the label of positions left out of the loss and every metric (e.g. "
+                     "255 or -1); it must not be a class index.")
 flags.DEFINE_list("label_columns", None,
                   "Multi-label data: the yes/no label columns of a CSV file (cells 0/1 or "
                   "true/false), or the names of the columns of an NPZ file's multi-hot 'y' [N, L]. "

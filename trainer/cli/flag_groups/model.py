@@ -10,7 +10,9 @@ from trainer.models import MODEL_NAMES
 TITLE = "Model"
 
 flags.DEFINE_enum("model", None, list(MODEL_NAMES),
-                  "Model; default 'cnn' for image inputs and 'mlp' for feature vectors.")
+                  "Model; default 'cnn' for image inputs, 'mlp' for feature vectors and 'fcn' (fully "
+                  "convolutional, logits per position) for labels per position (NPZ 'y' [N, H, W] "
+                  "or [N, T]).")
 flags.DEFINE_list("hidden_units", None,
                   "Widths of the MLP's hidden ReLU layers, comma-separated; default 256,256. "
                   "Categorical columns reach the first layer one-hot, so its rows for them act as "
